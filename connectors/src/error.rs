@@ -1,0 +1,55 @@
+use std::path::PathBuf;
+
+/// Why a connector could not read its source. `is_transient` tells the hub whether trying again
+/// later may help.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorError {
+    #[error("invalid connector settings: {0}")]
+    Config(String),
+    #[error("environment variable {0} is not set (connector secrets come from the environment)")]
+    MissingEnv(String),
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("request to {url} timed out after {seconds} s")]
+    Timeout { url: String, seconds: u64 },
+    #[error("cannot connect to {url}: {message}")]
+    Connect { url: String, message: String },
+    #[error("{url} answered HTTP {status}: {body}")]
+    Status {
+        url: String,
+        status: u16,
+        body: String,
+    },
+    #[error("{url} returned an invalid response: {message}")]
+    InvalidResponse { url: String, message: String },
+    #[error(
+        "too many pages from {url}: stopped after {pages} (raise max_pages if this is expected)"
+    )]
+    TooManyPages { url: String, pages: u32 },
+}
+
+impl ConnectorError {
+    /// Timeouts, refused connections, HTTP 408/429 and 5xx may pass; the rest will not.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ConnectorError::Timeout { .. } | ConnectorError::Connect { .. } => true,
+            ConnectorError::Status { status, .. } => {
+                *status == 408 || *status == 429 || *status >= 500
+            }
+            _ => false,
+        }
+    }
+
+    /// A short machine-readable class for run history and metrics.
+    pub fn class(&self) -> &'static str {
+        if self.is_transient() {
+            "transient"
+        } else {
+            "permanent"
+        }
+    }
+}

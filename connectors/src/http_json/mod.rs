@@ -1,0 +1,201 @@
+//! `http_json`: records from a JSON REST API, page after page.
+//!
+//! Secrets never live in the pipeline file: `auth` names environment variables. Each request has
+//! its own timeout; timeouts, refused connections, 429 and 5xx are retried with exponential
+//! backoff (honouring `Retry-After`), any other 4xx fails the run at once, and a body that is not
+//! JSON fails the run with the start of the body in the message.
+
+mod fetch;
+mod pagination;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::record::{Payload, RawBatch, RawRecord, SourceEvent, SourceStream};
+use crate::registry::BuildContext;
+use crate::retry::RetryConfig;
+use crate::{Connector, ConnectorError};
+pub use pagination::Pagination;
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum HttpMethod {
+    #[default]
+    Get,
+    Post,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Auth {
+    /// `Authorization: Bearer <value of token_env>`.
+    Bearer { token_env: String },
+    /// HTTP basic authentication from two environment variables.
+    Basic {
+        username_env: String,
+        password_env: String,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpJsonConfig {
+    pub url: String,
+    #[serde(default)]
+    pub method: HttpMethod,
+    /// Query parameters added to the first request (a next-link carries its own).
+    #[serde(default)]
+    pub query: BTreeMap<String, String>,
+    /// Extra request headers (no secrets here: use `auth`).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// JSON body for `method = "post"`.
+    #[serde(default)]
+    pub body: Option<Value>,
+    #[serde(default)]
+    pub auth: Option<Auth>,
+    /// JSON pointer to the array of records in each response ("" = the body is the array).
+    #[serde(default)]
+    pub records_at: String,
+    #[serde(default)]
+    pub pagination: Option<Pagination>,
+    #[serde(default = "default_timeout")]
+    pub timeout_seconds: u64,
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// A guard against a server that never stops paginating.
+    #[serde(default = "default_max_pages")]
+    pub max_pages: u32,
+}
+
+fn default_timeout() -> u64 {
+    30
+}
+fn default_max_pages() -> u32 {
+    10_000
+}
+
+impl HttpJsonConfig {
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        match url::Url::parse(&self.url) {
+            Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+            Ok(u) => problems.push(format!("url scheme {:?} is not http or https", u.scheme())),
+            Err(e) => problems.push(format!("url {:?} is not a valid URL: {e}", self.url)),
+        }
+        if !self.records_at.is_empty() && !self.records_at.starts_with('/') {
+            problems.push(format!(
+                "records_at {:?} must be a JSON pointer starting with '/' (or empty)",
+                self.records_at
+            ));
+        }
+        if self.body.is_some() && self.method != HttpMethod::Post {
+            problems.push("body is sent only with method = \"post\"".into());
+        }
+        if self.timeout_seconds == 0 {
+            problems.push("timeout_seconds must be at least 1".into());
+        }
+        if self.retry.max_attempts == 0 {
+            problems.push("retry.max_attempts must be at least 1".into());
+        }
+        for (name, value) in &self.headers {
+            if name.eq_ignore_ascii_case("authorization") {
+                problems.push(
+                    "headers.Authorization is not allowed: put secrets in environment variables and use auth"
+                        .into(),
+                );
+            }
+            if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err()
+                || reqwest::header::HeaderValue::from_str(value).is_err()
+            {
+                problems.push(format!("header {name:?} is not a valid HTTP header"));
+            }
+        }
+        if let Some(p) = &self.pagination {
+            problems.extend(p.validate());
+        }
+        problems
+    }
+
+    pub fn build(&self, _ctx: &BuildContext) -> Result<Box<dyn Connector>, ConnectorError> {
+        let problems = self.validate();
+        if !problems.is_empty() {
+            return Err(ConnectorError::Config(problems.join("; ")));
+        }
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(self.timeout_seconds))
+            .connect_timeout(Duration::from_secs(self.timeout_seconds.min(10)))
+            .user_agent(concat!("iochub/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ConnectorError::Config(format!("HTTP client: {e}")))?;
+        Ok(Box::new(HttpJsonConnector {
+            inner: Arc::new(Inner {
+                config: self.clone(),
+                client,
+            }),
+        }))
+    }
+}
+
+struct Inner {
+    config: HttpJsonConfig,
+    client: reqwest::Client,
+}
+
+struct HttpJsonConnector {
+    inner: Arc<Inner>,
+}
+
+impl Connector for HttpJsonConnector {
+    fn read(&self, _checkpoint: Option<Value>) -> SourceStream {
+        let inner = self.inner.clone();
+        async_stream::try_stream! {
+            let config = &inner.config;
+            let mut request = pagination::first_request(config)?;
+            let mut page = 0u32;
+            while let Some(url) = request.take() {
+                page += 1;
+                if page > config.max_pages {
+                    Err(ConnectorError::TooManyPages { url: config.url.clone(), pages: config.max_pages })?;
+                }
+                let body = fetch::fetch_with_retries(&inner.client, config, &url).await?;
+                let document: Value = serde_json::from_slice(&body).map_err(|e| {
+                    ConnectorError::InvalidResponse {
+                        url: url.to_string(),
+                        message: format!("body is not JSON ({e}); it starts with {:?}", snippet(&body)),
+                    }
+                })?;
+                let Some(Value::Array(items)) = document.pointer(&config.records_at) else {
+                    Err(ConnectorError::InvalidResponse {
+                        url: url.to_string(),
+                        message: format!("no array of records at {:?}", config.records_at),
+                    })?;
+                    unreachable!()
+                };
+                let count = items.len();
+                let records = items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| RawRecord {
+                        location: format!("page {page} {}/{i}", config.records_at),
+                        payload: Payload::Json(v.clone()),
+                    })
+                    .collect();
+                yield SourceEvent::Batch(RawBatch { source: url.as_str().into(), records });
+                request = pagination::next_request(config, &url, &document, count)?;
+            }
+        }
+        .boxed()
+    }
+}
+
+/// The start of a body, for error messages about responses that are not what was expected.
+fn snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
+    text.into_owned()
+}

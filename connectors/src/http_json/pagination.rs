@@ -1,0 +1,206 @@
+//! How to get from one page to the next.
+
+use serde::Deserialize;
+use serde_json::Value;
+use url::Url;
+
+use super::HttpJsonConfig;
+use crate::ConnectorError;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Pagination {
+    /// `?page=1`, `?page=2`, ... until a page is empty or shorter than `size`.
+    Page {
+        param: String,
+        #[serde(default = "one")]
+        start: u64,
+        #[serde(default)]
+        size_param: Option<String>,
+        #[serde(default)]
+        size: Option<u64>,
+    },
+    /// `?offset=0&limit=100`, `?offset=100&limit=100`, ... until a page is shorter than `limit`.
+    Offset {
+        param: String,
+        limit_param: String,
+        limit: u64,
+    },
+    /// The body holds the URL of the next page (absolute or relative) at `pointer`.
+    NextLink { pointer: String },
+    /// The body holds a token at `pointer`, sent back as query parameter `param`.
+    Cursor { pointer: String, param: String },
+}
+
+fn one() -> u64 {
+    1
+}
+
+impl Pagination {
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        match self {
+            Pagination::Page {
+                size_param, size, ..
+            } => {
+                if size_param.is_some() != size.is_some() {
+                    problems.push("pagination: size_param and size go together".into());
+                }
+                if *size == Some(0) {
+                    problems.push("pagination: size must be at least 1".into());
+                }
+            }
+            Pagination::Offset { limit, .. } if *limit == 0 => {
+                problems.push("pagination: limit must be at least 1".into())
+            }
+            Pagination::NextLink { pointer } | Pagination::Cursor { pointer, .. }
+                if !pointer.starts_with('/') =>
+            {
+                problems.push(format!(
+                    "pagination: pointer {pointer:?} must be a JSON pointer starting with '/'"
+                ))
+            }
+            _ => {}
+        }
+        problems
+    }
+}
+
+fn base_url(config: &HttpJsonConfig) -> Result<Url, ConnectorError> {
+    let mut url = Url::parse(&config.url)
+        .map_err(|e| ConnectorError::Config(format!("url {:?}: {e}", config.url)))?;
+    if !config.query.is_empty() {
+        let mut pairs = url.query_pairs_mut();
+        for (k, v) in &config.query {
+            pairs.append_pair(k, v);
+        }
+    }
+    Ok(url)
+}
+
+fn with_params(mut url: Url, params: &[(&str, String)]) -> Url {
+    {
+        let mut pairs = url.query_pairs_mut();
+        for (k, v) in params {
+            pairs.append_pair(k, v);
+        }
+    }
+    url
+}
+
+pub fn first_request(config: &HttpJsonConfig) -> Result<Option<Url>, ConnectorError> {
+    let base = base_url(config)?;
+    Ok(Some(match &config.pagination {
+        Some(Pagination::Page {
+            param,
+            start,
+            size_param,
+            size,
+        }) => {
+            let mut params = vec![(param.as_str(), start.to_string())];
+            if let (Some(sp), Some(s)) = (size_param, size) {
+                params.push((sp.as_str(), s.to_string()));
+            }
+            with_params(base, &params)
+        }
+        Some(Pagination::Offset {
+            param,
+            limit_param,
+            limit,
+        }) => with_params(
+            base,
+            &[
+                (param.as_str(), "0".into()),
+                (limit_param.as_str(), limit.to_string()),
+            ],
+        ),
+        _ => base,
+    }))
+}
+
+/// The next page's URL, or `None` when the last page has been read.
+pub fn next_request(
+    config: &HttpJsonConfig,
+    current: &Url,
+    document: &Value,
+    records_on_page: usize,
+) -> Result<Option<Url>, ConnectorError> {
+    let count = records_on_page as u64;
+    let query_value = |name: &str| {
+        current
+            .query_pairs()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| v.parse::<u64>().ok())
+    };
+    Ok(match &config.pagination {
+        None => None,
+        Some(Pagination::Page {
+            param,
+            start,
+            size_param,
+            size,
+        }) => {
+            if count == 0 || size.is_some_and(|s| count < s) {
+                return Ok(None);
+            }
+            let next = query_value(param).unwrap_or(*start) + 1;
+            let mut params = vec![(param.as_str(), next.to_string())];
+            if let (Some(sp), Some(s)) = (size_param, size) {
+                params.push((sp.as_str(), s.to_string()));
+            }
+            Some(with_params(base_url(config)?, &params))
+        }
+        Some(Pagination::Offset {
+            param,
+            limit_param,
+            limit,
+        }) => {
+            if count < *limit {
+                return Ok(None);
+            }
+            let next = query_value(param).unwrap_or(0) + count;
+            Some(with_params(
+                base_url(config)?,
+                &[
+                    (param.as_str(), next.to_string()),
+                    (limit_param.as_str(), limit.to_string()),
+                ],
+            ))
+        }
+        Some(Pagination::NextLink { pointer }) => match document.pointer(pointer) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(link)) if link.is_empty() => None,
+            Some(Value::String(link)) => {
+                Some(
+                    current
+                        .join(link)
+                        .map_err(|e| ConnectorError::InvalidResponse {
+                            url: current.to_string(),
+                            message: format!("next link {link:?} is not a URL: {e}"),
+                        })?,
+                )
+            }
+            Some(other) => {
+                return Err(ConnectorError::InvalidResponse {
+                    url: current.to_string(),
+                    message: format!("next link at {pointer:?} is not a string: {other}"),
+                });
+            }
+        },
+        Some(Pagination::Cursor { pointer, param }) => {
+            let token = match document.pointer(pointer) {
+                None | Some(Value::Null) => return Ok(None),
+                Some(Value::String(s)) if s.is_empty() => return Ok(None),
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Number(n)) => n.to_string(),
+                Some(other) => {
+                    return Err(ConnectorError::InvalidResponse {
+                        url: current.to_string(),
+                        message: format!("cursor at {pointer:?} is not a string: {other}"),
+                    });
+                }
+            };
+            Some(with_params(base_url(config)?, &[(param.as_str(), token)]))
+        }
+    })
+}

@@ -1,0 +1,29 @@
+//! Source connectors of iochub.
+//!
+//! A connector reads one kind of source system and yields raw records; it knows nothing of
+//! schemas, tables or sharing. The hub (the `iochub` crate) validates, types and stores what a
+//! connector yields, and saves the connector's checkpoint in the same commit as the data.
+//!
+//! Adding a connector: a module with a `Config` struct (serde, `deny_unknown_fields`) whose
+//! `build` returns a `Box<dyn Connector>`, and one line in [`registry`].
+
+pub mod error;
+pub mod file;
+pub mod http_json;
+pub mod record;
+pub mod registry;
+pub mod retry;
+
+pub use error::ConnectorError;
+pub use record::{Payload, RawBatch, RawRecord, SourceEvent, SourceStream};
+pub use registry::{BuildContext, KINDS, SourceConfig};
+
+/// A source of records.
+///
+/// `read` starts one pass over the source, from the `checkpoint` that was committed with the
+/// last successful run (or `None` the first time). The stream yields batches of raw records and,
+/// at most once and last, a new checkpoint to commit together with those records. Records must be
+/// streamed in bounded batches: a connector never holds a whole source in memory.
+pub trait Connector: Send + Sync {
+    fn read(&self, checkpoint: Option<serde_json::Value>) -> SourceStream;
+}

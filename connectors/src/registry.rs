@@ -1,0 +1,55 @@
+//! Maps a pipeline's `source.kind` to the connector's config struct.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::{Connector, ConnectorError, file, http_json};
+
+/// The connector kinds this build knows.
+pub const KINDS: &[&str] = &["file", "http_json"];
+
+/// What a connector may need from the hub when it is built.
+#[derive(Debug, Clone)]
+pub struct BuildContext {
+    /// Folder that relative paths in the settings are relative to (the pipeline file's folder).
+    pub base_dir: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub enum SourceConfig {
+    File(file::FileConfig),
+    HttpJson(http_json::HttpJsonConfig),
+}
+
+impl SourceConfig {
+    /// Deserializes the settings of connector `kind` (the `[source]` table without `kind`).
+    /// Returns `Ok(None)` for an unknown kind so the caller can report it with its position.
+    pub fn deserialize<'de, D>(kind: &str, settings: D) -> Result<Option<Self>, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        Ok(Some(match kind {
+            "file" => SourceConfig::File(file::FileConfig::deserialize(settings)?),
+            "http_json" => {
+                SourceConfig::HttpJson(http_json::HttpJsonConfig::deserialize(settings)?)
+            }
+            _ => return Ok(None),
+        }))
+    }
+
+    /// Checks what can be checked without touching the source (paths, URLs, pointers).
+    pub fn validate(&self) -> Vec<String> {
+        match self {
+            SourceConfig::File(c) => c.validate(),
+            SourceConfig::HttpJson(c) => c.validate(),
+        }
+    }
+
+    pub fn build(&self, ctx: &BuildContext) -> Result<Box<dyn Connector>, ConnectorError> {
+        match self {
+            SourceConfig::File(c) => c.build(ctx),
+            SourceConfig::HttpJson(c) => c.build(ctx),
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! `config.toml`: the hub itself, its organisation, limits, and (later) its consumers.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct HubFile {
+    pub hub: HubSection,
+    #[serde(default)]
+    pub http: HttpSection,
+    #[serde(default)]
+    pub query: QuerySection,
+    pub organisation: Organisation,
+    /// Data consumers (agencies, the province). Filled in by the sharing work; kept as raw
+    /// tables until then so a config written for a later version still loads.
+    #[serde(default)]
+    pub consumers: Vec<toml::Table>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct HubSection {
+    /// Short identifier used in feeds and URIs (`iochub://<id>/...`).
+    pub id: String,
+    pub name: String,
+    /// Tables, quarantine and state; relative to the config file's folder.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Folder of `*.toml` pipeline files; relative to the config file's folder.
+    #[serde(default = "default_pipelines_dir")]
+    pub pipelines_dir: PathBuf,
+    #[serde(default = "default_time_zone")]
+    pub time_zone: String,
+    /// Run every pipeline once when `serve` starts.
+    #[serde(default = "yes")]
+    pub ingest_on_start: bool,
+}
+
+fn default_data_dir() -> PathBuf {
+    "data".into()
+}
+fn default_pipelines_dir() -> PathBuf {
+    "pipelines".into()
+}
+fn default_time_zone() -> String {
+    "Asia/Ho_Chi_Minh".into()
+}
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct HttpSection {
+    #[serde(default = "default_addr")]
+    pub addr: SocketAddr,
+    /// Largest request body accepted (413 above it).
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+}
+
+fn default_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_max_body() -> usize {
+    16 * 1024 * 1024
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        HttpSection {
+            addr: default_addr(),
+            max_body_bytes: default_max_body(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct QuerySection {
+    /// A query still running after this long is cancelled.
+    #[serde(default = "default_timeout")]
+    pub timeout_seconds: u64,
+    /// Memory one query may use for sorts, joins and aggregations.
+    #[serde(default = "default_memory")]
+    pub memory_limit_mb: usize,
+    /// Rows returned at most; the answer says `truncated` when there were more.
+    #[serde(default = "default_max_rows")]
+    pub max_rows: usize,
+}
+
+fn default_timeout() -> u64 {
+    30
+}
+fn default_memory() -> usize {
+    512
+}
+fn default_max_rows() -> usize {
+    10_000
+}
+
+impl Default for QuerySection {
+    fn default() -> Self {
+        QuerySection {
+            timeout_seconds: default_timeout(),
+            memory_limit_mb: default_memory(),
+            max_rows: default_max_rows(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OrgLevel {
+    Province,
+    District,
+    CommuneCluster,
+    Commune,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Organisation {
+    pub name: String,
+    pub level: OrgLevel,
+    /// Id of the unit that handles what cannot be attributed to another unit.
+    pub fallback_unit: String,
+    #[serde(default)]
+    pub units: Vec<Unit>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Unit {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+}

@@ -1,0 +1,383 @@
+//! Loading and checking the configuration: `config.toml` and every `pipelines/*.toml`.
+//!
+//! Loading never stops at the first mistake: every problem in every file is collected, with
+//! its file and line, so `iochub check` (and a refused `serve`) can show them all at once.
+
+mod diagnostics;
+mod hub;
+mod pipeline;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use iochub_connectors::{BuildContext, SourceConfig};
+
+pub use diagnostics::{ConfigErrors, Problem};
+pub use hub::{HttpSection, HubFile, HubSection, OrgLevel, Organisation, QuerySection, Unit};
+pub use pipeline::{Coercions, DateFormat, Sharing, parse_duration};
+
+use crate::normalize::DatasetSchema;
+use diagnostics::{TomlSource, resolve};
+
+/// Names that hub tables own; a dataset may not take them.
+const RESERVED_NAMES: &[&str] = &[
+    "quarantine",
+    "audit",
+    "information_schema",
+    "share",
+    "pg_catalog",
+];
+
+/// Command-line settings that win over the config file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub http_addr: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    pub path: PathBuf,
+    pub file: HubFile,
+    pub data_dir: PathBuf,
+    pub time_zone: chrono_tz::Tz,
+    pub pipelines: Vec<Arc<Pipeline>>,
+}
+
+impl HubConfig {
+    pub fn pipeline(&self, name: &str) -> Option<&Arc<Pipeline>> {
+        self.pipelines.iter().find(|p| p.name == name)
+    }
+}
+
+/// A checked pipeline, ready to run.
+#[derive(Debug)]
+pub struct Pipeline {
+    pub file: PathBuf,
+    pub name: String,
+    pub title: String,
+    pub description: String,
+    pub sector: String,
+    pub schema_path: PathBuf,
+    pub schema: Arc<DatasetSchema>,
+    pub key: Vec<String>,
+    pub sharing: Sharing,
+    pub schedule_text: String,
+    pub schedule: cron::Schedule,
+    pub max_staleness: Option<Duration>,
+    pub source_kind: String,
+    pub source: SourceConfig,
+    pub build_context: BuildContext,
+    pub coerce: Coercions,
+}
+
+pub fn load(path: &Path, overrides: &Overrides) -> Result<HubConfig, ConfigErrors> {
+    let mut problems = Vec::new();
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            return Err(ConfigErrors(vec![Problem {
+                file: path.to_path_buf(),
+                line: None,
+                message: format!("cannot read the config file: {e}"),
+            }]));
+        }
+    };
+    let source = TomlSource::new(path, &text);
+    let Some(mut file) = source.deserialize::<HubFile>(&mut problems) else {
+        return Err(ConfigErrors(problems));
+    };
+    check_hub(&source, &file, &mut problems);
+    let time_zone = match file.hub.time_zone.parse::<chrono_tz::Tz>() {
+        Ok(tz) => tz,
+        Err(_) => {
+            problems.push(source.problem(
+                Some("hub.time_zone"),
+                format!(
+                    "time_zone {:?} is not an IANA time zone name such as \"Asia/Ho_Chi_Minh\"",
+                    file.hub.time_zone
+                ),
+            ));
+            chrono_tz::Asia::Ho_Chi_Minh
+        }
+    };
+    if let Some(addr) = overrides.http_addr {
+        file.http.addr = addr;
+    }
+    let data_dir = match &overrides.data_dir {
+        Some(d) => d.clone(),
+        None => resolve(path, &file.hub.data_dir),
+    };
+    let pipelines_dir = resolve(path, &file.hub.pipelines_dir);
+    let pipelines = load_pipelines(&pipelines_dir, &mut problems);
+    if problems.is_empty() {
+        Ok(HubConfig {
+            path: path.to_path_buf(),
+            file,
+            data_dir,
+            time_zone,
+            pipelines,
+        })
+    } else {
+        Err(ConfigErrors(problems))
+    }
+}
+
+fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+fn check_hub(source: &TomlSource<'_>, file: &HubFile, problems: &mut Vec<Problem>) {
+    if file.hub.id.is_empty()
+        || !file
+            .hub
+            .id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        problems.push(source.problem(
+            Some("hub.id"),
+            "hub.id must be a non-empty identifier (letters, digits, '-', '_')",
+        ));
+    }
+    let mut seen = HashMap::new();
+    for (i, unit) in file.organisation.units.iter().enumerate() {
+        if let Some(first) = seen.insert(unit.id.as_str(), i) {
+            problems.push(source.problem(
+                Some(&format!("organisation.units.{i}.id")),
+                format!(
+                    "unit id {:?} is used twice (first at units[{first}])",
+                    unit.id
+                ),
+            ));
+        }
+    }
+    if !seen.contains_key(file.organisation.fallback_unit.as_str()) {
+        problems.push(source.problem(
+            Some("organisation.fallback_unit"),
+            format!(
+                "fallback_unit {:?} is not the id of any [[organisation.units]]",
+                file.organisation.fallback_unit
+            ),
+        ));
+    }
+    if file.query.max_rows == 0
+        || file.query.timeout_seconds == 0
+        || file.query.memory_limit_mb == 0
+    {
+        problems.push(source.problem(
+            Some("query"),
+            "query.max_rows, query.timeout_seconds and query.memory_limit_mb must be at least 1",
+        ));
+    }
+}
+
+fn load_pipelines(dir: &Path, problems: &mut Vec<Problem>) -> Vec<Arc<Pipeline>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            problems.push(Problem {
+                file: dir.to_path_buf(),
+                line: None,
+                message: format!("cannot read the pipelines folder: {e}"),
+            });
+            return Vec::new();
+        }
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    let mut pipelines: Vec<Arc<Pipeline>> = Vec::new();
+    let mut names: HashMap<String, PathBuf> = HashMap::new();
+    for file in files {
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            problems.push(Problem {
+                file: file.clone(),
+                line: None,
+                message: "cannot read the file".into(),
+            });
+            continue;
+        };
+        let source = TomlSource::new(&file, &text);
+        let Some(pipeline) = load_pipeline(&source, problems) else {
+            continue;
+        };
+        if let Some(first) = names.get(&pipeline.name) {
+            problems.push(source.problem(
+                Some("name"),
+                format!(
+                    "dataset name {:?} is already used by {}",
+                    pipeline.name,
+                    first.display()
+                ),
+            ));
+            continue;
+        }
+        names.insert(pipeline.name.clone(), file.clone());
+        pipelines.push(Arc::new(pipeline));
+    }
+    pipelines
+}
+
+/// Accepts the usual 5-field cron (minute first) as well as the `cron` crate's 6/7 fields
+/// (seconds first).
+pub fn parse_schedule(text: &str) -> Result<cron::Schedule, String> {
+    let fields = text.split_whitespace().count();
+    let full = if fields == 5 {
+        format!("0 {text}")
+    } else {
+        text.to_string()
+    };
+    cron::Schedule::from_str(&full)
+        .map_err(|e| format!("schedule {text:?} is not a valid cron expression: {e}"))
+}
+
+fn load_pipeline(source: &TomlSource<'_>, problems: &mut Vec<Problem>) -> Option<Pipeline> {
+    let before = problems.len();
+    let file = source.deserialize::<pipeline::PipelineFile>(problems)?;
+    if !is_identifier(&file.name) {
+        problems.push(source.problem(
+            Some("name"),
+            format!(
+                "name {:?} must be an SQL identifier: lower-case letters, digits and '_', starting with a letter",
+                file.name
+            ),
+        ));
+    } else if RESERVED_NAMES.contains(&file.name.as_str()) {
+        problems.push(source.problem(
+            Some("name"),
+            format!("name {:?} is reserved for the hub's own tables", file.name),
+        ));
+    }
+    let schedule = match parse_schedule(&file.schedule) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            problems.push(source.problem(Some("schedule"), e));
+            None
+        }
+    };
+    let max_staleness = match file.max_staleness.as_deref().map(parse_duration) {
+        None => None,
+        Some(Ok(d)) => Some(d),
+        Some(Err(e)) => {
+            problems.push(source.problem(Some("max_staleness"), e));
+            None
+        }
+    };
+    let schema_path = resolve(source.path, &file.schema);
+    let schema = match DatasetSchema::load(&schema_path) {
+        Ok(s) => Some(Arc::new(s)),
+        Err(e) => {
+            problems.push(source.problem(Some("schema"), e.to_string()));
+            None
+        }
+    };
+    if let Some(schema) = &schema {
+        for (i, key) in file.key.iter().enumerate() {
+            match schema.column(key) {
+                None => problems.push(source.problem(
+                    Some(&format!("key.{i}")),
+                    format!(
+                        "key column {key:?} is not a property of the schema {}",
+                        schema_path.display()
+                    ),
+                )),
+                Some(c) if c.kind.is_json() => problems.push(source.problem(
+                    Some(&format!("key.{i}")),
+                    format!("key column {key:?} is an object or array; a key must be a scalar"),
+                )),
+                Some(_) => {}
+            }
+        }
+    }
+    let (source_kind, source_config) = load_source(source, &file.source, problems);
+    if problems.len() > before {
+        return None;
+    }
+    Some(Pipeline {
+        file: source.path.to_path_buf(),
+        name: file.name,
+        title: file.title,
+        description: file.description,
+        sector: file.sector,
+        schema_path,
+        schema: schema?,
+        key: file.key,
+        sharing: file.sharing,
+        schedule_text: file.schedule,
+        schedule: schedule?,
+        max_staleness,
+        source_kind,
+        source: source_config?,
+        build_context: BuildContext {
+            base_dir: source.path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+        },
+        coerce: file.coerce,
+    })
+}
+
+fn load_source(
+    source: &TomlSource<'_>,
+    table: &toml::Table,
+    problems: &mut Vec<Problem>,
+) -> (String, Option<SourceConfig>) {
+    let mut settings = table.clone();
+    let kind = match settings.remove("kind") {
+        Some(toml::Value::String(k)) => k,
+        _ => {
+            problems.push(source.problem(
+                Some("source"),
+                format!(
+                    "source.kind is missing; one of: {}",
+                    iochub_connectors::KINDS.join(", ")
+                ),
+            ));
+            return (String::new(), None);
+        }
+    };
+    let mut unknown = Vec::new();
+    let parsed = SourceConfig::deserialize(
+        &kind,
+        serde_ignored::Deserializer::new(settings, &mut |path: serde_ignored::Path<'_>| {
+            unknown.push(diagnostics::clean_path(&path))
+        }),
+    );
+    for key in unknown {
+        let dotted = format!("source.{key}");
+        problems.push(source.problem(
+            Some(&dotted),
+            format!("unknown key `{dotted}` for connector {kind:?}"),
+        ));
+    }
+    match parsed {
+        Ok(Some(config)) => {
+            for p in config.validate() {
+                problems.push(source.problem(Some("source"), format!("source: {p}")));
+            }
+            (kind, Some(config))
+        }
+        Ok(None) => {
+            problems.push(source.problem(
+                Some("source.kind"),
+                format!(
+                    "unknown connector kind {kind:?}; one of: {}",
+                    iochub_connectors::KINDS.join(", ")
+                ),
+            ));
+            (kind, None)
+        }
+        Err(e) => {
+            problems
+                .push(source.problem(Some("source"), format!("source: {}", e.message().trim())));
+            (kind, None)
+        }
+    }
+}

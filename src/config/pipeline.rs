@@ -1,0 +1,99 @@
+//! `pipelines/<dataset>.toml`: one dataset, its source, schema, key and sharing.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PipelineFile {
+    pub name: String,
+    pub title: String,
+    #[serde(default)]
+    pub description: String,
+    pub sector: String,
+    pub schema: PathBuf,
+    #[serde(default)]
+    pub key: Vec<String>,
+    pub sharing: Sharing,
+    pub schedule: String,
+    #[serde(default)]
+    pub max_staleness: Option<String>,
+    /// `kind` plus the connector's own settings, checked by the connector's config struct.
+    pub source: toml::Table,
+    #[serde(default)]
+    pub coerce: Coercions,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Sharing {
+    /// Readable by every registered agency, personal data masked.
+    Default,
+    /// Visible only through approved special-request shares.
+    Special,
+}
+
+impl Sharing {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sharing::Default => "default",
+            Sharing::Special => "special",
+        }
+    }
+}
+
+/// Coercions a pipeline declares for real-world input, applied before validation.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Coercions {
+    /// `"dd/mm/yyyy"`: also accept Vietnamese day-first dates (and `dd/mm/yyyy HH:MM[:SS]` for
+    /// date-time fields, taken in the hub's local time).
+    #[serde(default)]
+    pub date_format: Option<DateFormat>,
+    /// `"."` or `","`: thousands separator in numbers given as text.
+    #[serde(default)]
+    pub thousands_separator: Option<char>,
+    /// Treat an empty string as null.
+    #[serde(default)]
+    pub empty_as_null: bool,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+pub enum DateFormat {
+    #[serde(rename = "dd/mm/yyyy")]
+    DayMonthYear,
+}
+
+/// `"90s"`, `"15m"`, `"6h"`, `"2d"`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{text:?} has no unit (use s, m, h or d)"))?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} does not start with a whole number"))?;
+    let seconds = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("{text:?}: unit must be s, m, h or d")),
+    };
+    Ok(Duration::from_secs(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
+        assert!(parse_duration("2 weeks").is_err());
+        assert!(parse_duration("h").is_err());
+    }
+}

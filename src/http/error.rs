@@ -1,0 +1,71 @@
+//! Every error answer is JSON: `{"error": {"code": "...", "message": "..."}}`.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::hub::HubError;
+use crate::query::QueryError;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": self.code, "message": self.message}});
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+impl From<QueryError> for ApiError {
+    fn from(e: QueryError) -> Self {
+        let message = e.to_string();
+        match e {
+            QueryError::NotAllowed(_) => Self::new(StatusCode::BAD_REQUEST, "not_allowed", message),
+            QueryError::Invalid(_) => Self::new(StatusCode::BAD_REQUEST, "invalid_query", message),
+            QueryError::Timeout(_) => {
+                Self::new(StatusCode::REQUEST_TIMEOUT, "query_timeout", message)
+            }
+            QueryError::TooMuchMemory(..) => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "query_too_large", message)
+            }
+            QueryError::Internal(_) => {
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+            }
+        }
+    }
+}
+
+impl From<HubError> for ApiError {
+    fn from(e: HubError) -> Self {
+        match e {
+            HubError::UnknownPipeline(name) => Self::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no dataset named {name:?}"),
+            ),
+            HubError::Query(q) => q.into(),
+            HubError::Storage(s) => {
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", s.to_string())
+            }
+        }
+    }
+}

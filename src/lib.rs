@@ -1,0 +1,15 @@
+//! iochub: the data-integration hub of a local Intelligent Operations Centre.
+//!
+//! See ARCHITECTURE.md for the map. Data flows connector → normalize → storage, and out
+//! through query (SQL over HTTP).
+
+pub mod config;
+pub mod http;
+pub mod hub;
+pub mod ingest;
+pub mod normalize;
+pub mod query;
+pub mod state;
+pub mod storage;
+
+pub use hub::Hub;

@@ -1,0 +1,263 @@
+//! Storage: one Delta Lake table per dataset under `<data_dir>/tables/`, plus the quarantine.
+//!
+//! A run is one commit: `commit_run` writes every accepted row of the run at once (append, or
+//! MERGE by key), so a crash mid-run leaves the table as it was. Tables go through
+//! `object_store` URLs, so pointing `tables` at S3 later is a change of URL, not of code.
+
+mod dedupe;
+pub mod quarantine;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use datafusion::catalog::TableProvider;
+use datafusion::logical_expr::{Operator, binary_expr};
+use datafusion::prelude::{Column, SessionContext, col};
+use deltalake::kernel::StructType;
+use deltalake::kernel::Transaction;
+use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::operations::write::SchemaMode;
+use deltalake::protocol::SaveMode;
+use deltalake::{DeltaTable, DeltaTableError};
+use futures::TryStreamExt;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("table {table}: {source}")]
+    Delta {
+        table: String,
+        #[source]
+        source: DeltaTableError,
+    },
+    #[error("table {table}: {message}")]
+    Other { table: String, message: String },
+}
+
+impl StorageError {
+    fn delta(table: &str) -> impl FnOnce(DeltaTableError) -> StorageError + '_ {
+        move |source| StorageError::Delta {
+            table: table.to_string(),
+            source,
+        }
+    }
+}
+
+/// What a commit records besides the rows: enough to tell, from the table alone, which run
+/// wrote it and where its source stood.
+#[derive(Debug, Clone)]
+pub struct CommitInfo {
+    pub pipeline: String,
+    pub run_id: String,
+    pub checkpoint: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct TableStats {
+    pub version: Option<u64>,
+    pub rows: Option<u64>,
+    /// Time of the latest commit, milliseconds since the epoch.
+    pub last_commit_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TableStore {
+    root: PathBuf,
+}
+
+impl TableStore {
+    pub fn new(data_dir: &Path) -> Self {
+        TableStore {
+            root: data_dir.join("tables"),
+        }
+    }
+
+    pub fn table_path(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    /// Opens the table, creating it (empty, with `schema`) the first time.
+    pub async fn open(&self, name: &str, schema: &SchemaRef) -> Result<DeltaTable, StorageError> {
+        let path = self.table_path(name);
+        std::fs::create_dir_all(&path).map_err(|e| StorageError::Other {
+            table: name.to_string(),
+            message: format!("cannot create {}: {e}", path.display()),
+        })?;
+        let url = deltalake::ensure_table_uri(path.to_string_lossy())
+            .map_err(StorageError::delta(name))?;
+        if path.join("_delta_log").is_dir() {
+            return DeltaTable::try_from_url(url)
+                .await
+                .map_err(StorageError::delta(name));
+        }
+        // A new table: build it without loading (loading a missing log only logs errors).
+        let table = deltalake::DeltaTableBuilder::from_url(url)
+            .and_then(|b| b.build())
+            .map_err(StorageError::delta(name))?;
+        let columns: StructType =
+            schema
+                .as_ref()
+                .try_into_kernel()
+                .map_err(|e: arrow::error::ArrowError| StorageError::Other {
+                    table: name.to_string(),
+                    message: format!("schema cannot be stored in Delta: {e}"),
+                })?;
+        table
+            .create()
+            .with_columns(columns.fields().cloned())
+            .with_table_name(name)
+            .with_save_mode(SaveMode::Ignore)
+            .await
+            .map_err(StorageError::delta(name))
+    }
+
+    /// Writes one run's rows in a single commit: MERGE by `key` (the last row per key wins,
+    /// within the run too), or append when there is no key.
+    pub async fn commit_run(
+        &self,
+        name: &str,
+        table: DeltaTable,
+        batches: Vec<RecordBatch>,
+        key: &[String],
+        info: &CommitInfo,
+        run_sequence: i64,
+    ) -> Result<DeltaTable, StorageError> {
+        let batches: Vec<RecordBatch> = batches.into_iter().filter(|b| b.num_rows() > 0).collect();
+        if batches.is_empty() {
+            return Ok(table);
+        }
+        let props = commit_properties(info, run_sequence);
+        if key.is_empty() {
+            return table
+                .write(batches)
+                .with_save_mode(SaveMode::Append)
+                .with_schema_mode(SchemaMode::Merge)
+                .with_commit_properties(props)
+                .await
+                .map_err(StorageError::delta(name));
+        }
+        let latest = dedupe::last_per_key(&batches, key).map_err(|e| StorageError::Other {
+            table: name.to_string(),
+            message: format!("de-duplicating by key: {e}"),
+        })?;
+        let has_rows = Self::stats_of(&table).await.rows.unwrap_or(0) > 0;
+        if !has_rows {
+            // Nothing to match against: a plain write is the same result, and much cheaper.
+            return table
+                .write(vec![latest])
+                .with_save_mode(SaveMode::Append)
+                .with_schema_mode(SchemaMode::Merge)
+                .with_commit_properties(props)
+                .await
+                .map_err(StorageError::delta(name));
+        }
+        let columns: Vec<String> = latest
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        let ctx = SessionContext::new();
+        let source = ctx.read_batch(latest).map_err(|e| StorageError::Other {
+            table: name.to_string(),
+            message: e.to_string(),
+        })?;
+        let side = |alias: &str, c: &str| col(Column::new(Some(alias.to_string()), c));
+        let predicate = key
+            .iter()
+            .map(|k| {
+                binary_expr(
+                    side("target", k),
+                    Operator::IsNotDistinctFrom,
+                    side("source", k),
+                )
+            })
+            .reduce(|a, b| a.and(b))
+            .ok_or_else(|| StorageError::Other {
+                table: name.to_string(),
+                message: "empty key".into(),
+            })?;
+        let (table, metrics) = table
+            .merge(source, predicate)
+            .with_source_alias("source")
+            .with_target_alias("target")
+            .with_merge_schema(true)
+            .when_matched_update(|mut u| {
+                for c in &columns {
+                    u = u.update(c.as_str(), side("source", c));
+                }
+                u
+            })
+            .map_err(StorageError::delta(name))?
+            .when_not_matched_insert(|mut i| {
+                for c in &columns {
+                    i = i.set(c.as_str(), side("source", c));
+                }
+                i
+            })
+            .map_err(StorageError::delta(name))?
+            .with_commit_properties(props)
+            .await
+            .map_err(StorageError::delta(name))?;
+        tracing::debug!(
+            table = name,
+            inserted = metrics.num_target_rows_inserted,
+            updated = metrics.num_target_rows_updated,
+            "merged"
+        );
+        Ok(table)
+    }
+
+    pub async fn provider(
+        &self,
+        name: &str,
+        table: &DeltaTable,
+    ) -> Result<Arc<dyn TableProvider>, StorageError> {
+        table
+            .table_provider()
+            .await
+            .map_err(|e| StorageError::Other {
+                table: name.to_string(),
+                message: e.to_string(),
+            })
+    }
+
+    pub async fn stats_of(table: &DeltaTable) -> TableStats {
+        let Ok(snapshot) = table.snapshot() else {
+            return TableStats::default();
+        };
+        let rows = snapshot
+            .log_data()
+            .iter()
+            .map(|f| f.num_records().map(|n| n as u64))
+            .sum::<Option<u64>>();
+        let history: Vec<deltalake::kernel::CommitInfo> = table
+            .history(Some(1))
+            .try_collect()
+            .await
+            .unwrap_or_default();
+        TableStats {
+            version: table.version(),
+            rows,
+            last_commit_ms: history.first().and_then(|c| c.timestamp),
+        }
+    }
+}
+
+fn commit_properties(info: &CommitInfo, run_sequence: i64) -> CommitProperties {
+    let mut metadata: HashMap<String, serde_json::Value> = HashMap::new();
+    metadata.insert("iochub.pipeline".into(), info.pipeline.clone().into());
+    metadata.insert("iochub.run_id".into(), info.run_id.clone().into());
+    if let Some(cp) = &info.checkpoint {
+        metadata.insert("iochub.checkpoint".into(), cp.clone());
+    }
+    CommitProperties::default()
+        .with_metadata(metadata)
+        .with_application_transaction(Transaction::new(
+            format!("iochub:{}", info.pipeline),
+            run_sequence,
+        ))
+}
