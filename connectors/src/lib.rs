@@ -4,7 +4,8 @@
 //! schemas, tables or sharing. The hub (the `iochub` crate) validates, types and stores what a
 //! connector yields, and saves the connector's checkpoint in the same commit as the data.
 //!
-//! Adding a connector: a module with a `Config` struct (serde, `deny_unknown_fields`) whose
+//! Adding a connector: a module with a `Config` struct (serde; unknown keys are reported by the
+//! hub's config check with their line) whose
 //! `build` returns a `Box<dyn Connector>`, and one line in [`registry`].
 
 pub mod error;

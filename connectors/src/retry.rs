@@ -5,7 +5,6 @@ use std::time::Duration;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RetryConfig {
     /// Attempts per request, the first included.
     #[serde(default = "default_attempts")]

@@ -207,22 +207,25 @@ fn load_pipelines(dir: &Path, problems: &mut Vec<Problem>) -> Vec<Arc<Pipeline>>
             continue;
         };
         let source = TomlSource::new(&file, &text);
-        let Some(pipeline) = load_pipeline(&source, problems) else {
-            continue;
-        };
-        if let Some(first) = names.get(&pipeline.name) {
-            problems.push(source.problem(
-                Some("name"),
-                format!(
-                    "dataset name {:?} is already used by {}",
-                    pipeline.name,
-                    first.display()
-                ),
-            ));
-            continue;
+        let (name, pipeline) = load_pipeline(&source, problems);
+        // Names are checked for duplicates even when a file has other problems, so that
+        // every mistake shows in one pass.
+        if let Some(name) = name {
+            if let Some(first) = names.get(&name) {
+                problems.push(source.problem(
+                    Some("name"),
+                    format!(
+                        "dataset name {name:?} is already used by {}",
+                        first.display()
+                    ),
+                ));
+                continue;
+            }
+            names.insert(name, file.clone());
         }
-        names.insert(pipeline.name.clone(), file.clone());
-        pipelines.push(Arc::new(pipeline));
+        if let Some(pipeline) = pipeline {
+            pipelines.push(Arc::new(pipeline));
+        }
     }
     pipelines
 }
@@ -240,9 +243,26 @@ pub fn parse_schedule(text: &str) -> Result<cron::Schedule, String> {
         .map_err(|e| format!("schedule {text:?} is not a valid cron expression: {e}"))
 }
 
-fn load_pipeline(source: &TomlSource<'_>, problems: &mut Vec<Problem>) -> Option<Pipeline> {
+/// The dataset name (when the file could be read that far) and the pipeline (when it is valid).
+fn load_pipeline(
+    source: &TomlSource<'_>,
+    problems: &mut Vec<Problem>,
+) -> (Option<String>, Option<Pipeline>) {
     let before = problems.len();
-    let file = source.deserialize::<pipeline::PipelineFile>(problems)?;
+    let Some(file) = source.deserialize::<pipeline::PipelineFile>(problems) else {
+        return (None, None);
+    };
+    let name = file.name.clone();
+    let pipeline = check_pipeline(source, file, problems, before);
+    (Some(name), pipeline)
+}
+
+fn check_pipeline(
+    source: &TomlSource<'_>,
+    file: pipeline::PipelineFile,
+    problems: &mut Vec<Problem>,
+    before: usize,
+) -> Option<Pipeline> {
     if !is_identifier(&file.name) {
         problems.push(source.problem(
             Some("name"),

@@ -213,9 +213,10 @@ mod tests {
             rules: &rules,
             time_zone: chrono_tz::Asia::Ho_Chi_Minh,
         };
-        let out = c.coerce_json(&json!({
+        let input = json!({
             "n": "1.234.567", "x": "1.234,5", "d": "30/04/2025", "t": "05/06/2025 14:30", "s": ""
-        }));
+        });
+        let out = c.coerce_json(&input);
         assert_eq!(
             out.into_owned(),
             json!({"n": 1234567, "x": 1234.5, "d": "2025-04-30", "t": "2025-06-05T14:30:00+07:00", "s": null})

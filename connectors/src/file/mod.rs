@@ -34,8 +34,9 @@ pub enum FileFormat {
     Csv,
 }
 
+/// Unknown keys are not refused here but reported by the hub's config check (with their
+/// line), which collects every one of them instead of stopping at the first.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct FileConfig {
     /// A path or glob, relative to the pipeline file's folder.
     pub path: String,

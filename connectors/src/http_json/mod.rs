@@ -42,8 +42,9 @@ pub enum Auth {
     },
 }
 
+/// Unknown keys are not refused here but reported by the hub's config check (with their
+/// line), which collects every one of them instead of stopping at the first.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct HttpJsonConfig {
     pub url: String,
     #[serde(default)]

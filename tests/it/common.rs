@@ -1,0 +1,129 @@
+//! A throw-away hub in a temporary folder, and a local HTTP server for it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use iochub::Hub;
+use iochub::config::{self, Overrides};
+use serde_json::Value;
+
+/// A simple schema used by most tests: a string id, an integer and an optional name.
+pub const SIMPLE_SCHEMA: &str = r#"{
+  "$schema": "https://json-schema.org/draft/2020-12/schema",
+  "title": "Thử nghiệm",
+  "type": "object",
+  "required": ["id", "n"],
+  "properties": {
+    "id": {"type": "string", "description": "Mã"},
+    "n": {"type": "integer", "minimum": 0, "description": "Số lượng"},
+    "name": {"type": "string", "description": "Tên"},
+    "day": {"type": "string", "format": "date", "description": "Ngày"}
+  }
+}"#;
+
+pub struct TestHub {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestHub {
+    /// A hub folder with `config.toml`, `schemas/simple.schema.json` and no pipelines yet.
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir_all(dir.path().join("pipelines")).unwrap();
+        std::fs::create_dir_all(dir.path().join("schemas")).unwrap();
+        std::fs::create_dir_all(dir.path().join("inbox")).unwrap();
+        std::fs::write(dir.path().join("schemas/simple.schema.json"), SIMPLE_SCHEMA).unwrap();
+        std::fs::write(dir.path().join("config.toml"), config_toml("")).unwrap();
+        TestHub { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.path().join("config.toml")
+    }
+
+    pub fn set_query_limits(&self, extra: &str) {
+        std::fs::write(self.config_path(), config_toml(extra)).unwrap();
+    }
+
+    /// Adds `pipelines/<name>.toml` using the simple schema and the given `[source]` body.
+    pub fn add_pipeline(&self, name: &str, key: &[&str], source: &str) {
+        let key = key
+            .iter()
+            .map(|k| format!("{k:?}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let text = format!(
+            "name = \"{name}\"\ntitle = \"Dữ liệu {name}\"\nsector = \"test\"\n\
+             schema = \"../schemas/simple.schema.json\"\nkey = [{key}]\nsharing = \"default\"\n\
+             schedule = \"0 0 * * * *\"\n\n[source]\n{source}\n"
+        );
+        std::fs::write(self.path().join(format!("pipelines/{name}.toml")), text).unwrap();
+    }
+
+    pub fn write(&self, relative: &str, content: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.path().join(relative);
+        std::fs::write(&path, content).unwrap();
+        path
+    }
+
+    pub async fn open(&self) -> Arc<Hub> {
+        let config = config::load(&self.config_path(), &Overrides::default())
+            .unwrap_or_else(|e| panic!("config should load: {e}"));
+        Hub::open(config).await.expect("hub opens")
+    }
+}
+
+fn config_toml(extra_query: &str) -> String {
+    format!(
+        r#"[hub]
+id = "test"
+name = "Hub thử nghiệm"
+data_dir = "data"
+
+[query]
+{extra_query}
+
+[organisation]
+name = "UBND huyện Thử"
+level = "district"
+fallback_unit = "VP"
+
+[[organisation.units]]
+id = "VP"
+name = "Văn phòng HĐND và UBND huyện"
+"#
+    )
+}
+
+/// Serves the hub's HTTP API on a random local port.
+pub async fn serve(hub: Arc<Hub>) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, iochub::http::router(hub))
+            .await
+            .unwrap();
+    });
+    addr
+}
+
+/// Rows of a query as JSON values, via the same conversion the HTTP API uses.
+pub async fn rows(hub: &Hub, sql: &str) -> Vec<Vec<Value>> {
+    let result = hub.sql(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let json = iochub::query::to_json(&result).unwrap();
+    json["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_array().unwrap().clone())
+        .collect()
+}
+
+pub async fn count(hub: &Hub, sql: &str) -> i64 {
+    rows(hub, sql).await[0][0].as_i64().unwrap()
+}

@@ -1,0 +1,115 @@
+//! `iochub check` reports every problem at once, with file and line; `serve` refuses the same.
+
+use std::process::Command;
+
+use crate::common::TestHub;
+
+fn broken_hub() -> TestHub {
+    let t = TestHub::new();
+    let config = std::fs::read_to_string(t.config_path()).unwrap();
+    let config = config.replace(
+        "name = \"Hub thử nghiệm\"",
+        "name = \"Hub thử nghiệm\"\ncolour = \"blue\"",
+    );
+    let config = config.replace("fallback_unit = \"VP\"", "fallback_unit = \"NOPE\"");
+    t.write("config.toml", config);
+    t.write(
+        "schemas/broken.schema.json",
+        r#"{"type": "object", "properties": {"a": {"type": 12}}}"#,
+    );
+    t.write("schemas/notjson.schema.json", "{ this is not json");
+    t.write(
+        "pipelines/a.toml",
+        "name = \"alpha\"\ntitle = \"A\"\ntitel = \"typo\"\nsector = \"test\"\nschema = \"../schemas/missing.schema.json\"\n\
+         sharing = \"default\"\nschedule = \"every day at noon\"\n\n[source]\nkind = \"file\"\npath = \"x.jsonl\"\nformat = \"jsonl\"\n",
+    );
+    t.write(
+        "pipelines/b.toml",
+        "name = \"dup\"\ntitle = \"B\"\nsector = \"test\"\nschema = \"../schemas/broken.schema.json\"\n\
+         sharing = \"default\"\nschedule = \"0 * * * *\"\n\n[source]\nkind = \"file\"\npath = \"x.jsonl\"\nformat = \"jsonl\"\n",
+    );
+    t.write(
+        "pipelines/c.toml",
+        "name = \"dup\"\ntitle = \"C\"\nsector = \"test\"\nschema = \"../schemas/simple.schema.json\"\nkey = [\"id\", \"nonexistent\"]\n\
+         sharing = \"default\"\nschedule = \"0 * * * *\"\n\n[source]\nkind = \"file\"\npth = \"x.jsonl\"\npath = \"y.jsonl\"\nformat = \"jsonl\"\n",
+    );
+    t.write(
+        "pipelines/d.toml",
+        "name = \"Bad Name\"\ntitle = \"D\"\nsector = \"test\"\nschema = \"../schemas/notjson.schema.json\"\n\
+         sharing = \"public\"\nschedule = \"0 * * * *\"\n\n[source]\nkind = \"ftp\"\n",
+    );
+    t.write(
+        "pipelines/e.toml",
+        "name = \"echo\"\ntitle = \"E\"\nsector = \"test\"\nschema = \"../schemas/notjson.schema.json\"\n\
+         sharing = \"default\"\nschedule = \"0 * * * *\"\n\n[source]\nkind = \"ftp\"\n",
+    );
+    t
+}
+
+fn iochub(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_iochub"))
+        .args(args)
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("run iochub");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+#[test]
+fn check_reports_every_problem_with_file_and_line() {
+    let t = broken_hub();
+    let config = t.config_path();
+    let (ok, out) = iochub(&["--config", config.to_str().unwrap(), "check"]);
+    assert!(!ok, "check must fail:\n{out}");
+    let expect = [
+        "config.toml:4: unknown key `hub.colour`",
+        "config.toml:13: fallback_unit \"NOPE\"",
+        "a.toml:3: unknown key `titel`",
+        "a.toml:5: cannot read schema",
+        "a.toml:7: schedule \"every day at noon\" is not a valid cron expression",
+        "b.toml:4: schema",
+        "not a valid JSON Schema",
+        "c.toml:1: dataset name \"dup\" is already used by",
+        "c.toml:5: key column \"nonexistent\" is not a property",
+        "c.toml:11: unknown key `source.pth`",
+        "d.toml:5: unknown variant `public`",
+        "e.toml:4: schema",
+        "is not valid JSON",
+        "e.toml:9: unknown connector kind \"ftp\"",
+    ];
+    for e in expect {
+        assert!(out.contains(e), "missing {e:?} in:\n{out}");
+    }
+}
+
+#[test]
+fn serve_refuses_an_invalid_config_with_the_same_messages() {
+    let t = broken_hub();
+    let config = t.config_path();
+    let (ok, out) = iochub(&[
+        "--config",
+        config.to_str().unwrap(),
+        "serve",
+        "--http-addr",
+        "127.0.0.1:0",
+    ]);
+    assert!(!ok);
+    assert!(
+        out.contains("unknown key `hub.colour`") && out.contains("unknown key `source.pth`"),
+        "{out}"
+    );
+}
+
+#[test]
+fn the_shipped_config_checks_clean() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (ok, out) = iochub(&[
+        "--config",
+        root.join("config.toml").to_str().unwrap(),
+        "check",
+    ]);
+    assert!(ok, "{out}");
+    assert!(out.contains("7 pipelines"), "{out}");
+}

@@ -1,0 +1,8 @@
+//! Integration tests: one test binary, so the heavy dependencies are linked once.
+
+mod common;
+mod config_check;
+mod file_pipelines;
+mod http_api;
+mod http_source;
+mod samples;

@@ -1,0 +1,139 @@
+//! The shipped default config on the shipped samples: what lands, what is quarantined and why.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use iochub::Hub;
+use iochub::config::{self, Overrides};
+use serde_json::Value;
+
+use crate::common::{count, rows};
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+#[tokio::test]
+async fn sample_bad_records_end_up_in_quarantine_with_reasons() {
+    let data = tempfile::tempdir().unwrap();
+    let overrides = Overrides {
+        data_dir: Some(data.path().to_path_buf()),
+        ..Default::default()
+    };
+    let config = config::load(&repo().join("config.toml"), &overrides).unwrap();
+    let hub = Hub::open(config).await.unwrap();
+    let reports = hub.run_all().await;
+    assert_eq!(reports.len(), 7);
+    assert!(reports.iter().all(|r| r.error.is_none()), "{reports:#?}");
+
+    let quarantined = rows(&hub, "SELECT dataset, location, errors FROM quarantine").await;
+    let mut by_dataset: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for r in &quarantined {
+        let errors: Value = serde_json::from_str(r[2].as_str().unwrap()).unwrap();
+        assert!(
+            errors
+                .as_array()
+                .is_some_and(|e| !e.is_empty() && e.iter().all(|x| x["message"].is_string())),
+            "every quarantined record says why: {r:?}"
+        );
+        by_dataset
+            .entry(r[0].as_str().unwrap().to_string())
+            .or_default()
+            .push(r[1].as_str().unwrap().to_string());
+    }
+    for locations in by_dataset.values_mut() {
+        locations.sort_by_key(|l| {
+            l.split(['/', ' '])
+                .filter_map(|n| n.parse::<u32>().ok())
+                .next_back()
+        });
+    }
+    let expected: BTreeMap<String, Vec<String>> = [
+        (
+            "dossier_stats",
+            vec!["row 35", "row 36", "row 37", "row 39", "row 40"],
+        ),
+        (
+            "health_facilities",
+            vec!["/entry/16", "/entry/17", "/entry/18"],
+        ),
+        (
+            "health_aggregates",
+            vec!["row 28", "row 29", "row 30", "row 31"],
+        ),
+        ("schools", vec!["row 24", "row 25", "row 27", "row 28"]),
+        ("cameras", vec!["/cameras/17", "/cameras/18", "/cameras/19"]),
+        (
+            "camera_events",
+            vec!["line 43", "line 44", "line 47", "line 48", "line 49"],
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.into_iter().map(String::from).collect()))
+    .collect();
+    assert_eq!(by_dataset, expected);
+
+    // Citizen reports are never quarantined for content; line 63 repeats line 6's id.
+    assert_eq!(
+        count(&hub, "SELECT count(*) FROM citizen_reports").await,
+        62
+    );
+    assert_eq!(
+        count(&hub, "SELECT count(*) FROM schools").await,
+        23,
+        "24 accepted, one duplicate id"
+    );
+    let truncated = rows(
+        &hub,
+        "SELECT errors FROM quarantine WHERE dataset = 'camera_events' AND location = 'line 47'",
+    )
+    .await;
+    assert!(truncated[0][0].as_str().unwrap().contains("not valid JSON"));
+}
+
+/// The README's first command, as a user runs it: `iochub serve` on the default config.
+#[test]
+fn serve_on_the_default_config_ingests_and_answers_sql() {
+    let data = tempfile::tempdir().unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_iochub"))
+        .current_dir(repo())
+        .args(["serve", "--data-dir"])
+        .arg(data.path())
+        .args(["--http-addr", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start iochub serve");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let outcome = runtime.block_on(async {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if Instant::now() > deadline {
+                return Err("no data after 60 s".to_string());
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let Ok(response) = client
+                .post(format!("http://127.0.0.1:{port}/api/v1/sql"))
+                .json(&serde_json::json!({"sql": "SELECT (SELECT count(*) FROM citizen_reports) + (SELECT count(*) FROM camera_events) AS n"}))
+                .send()
+                .await
+            else {
+                continue;
+            };
+            let body: Value = response.json().await.map_err(|e| e.to_string())?;
+            if body["rows"][0][0].as_i64() == Some(62 + 45) {
+                return Ok(());
+            }
+        }
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    outcome.unwrap();
+}
