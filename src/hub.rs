@@ -13,7 +13,7 @@ use crate::config::{HubConfig, Pipeline};
 use crate::ingest::{self, RunReport};
 use crate::query::{QueryEngine, QueryError, QueryResult};
 use crate::state::StateStore;
-use crate::storage::{CommitInfo, StorageError, TableStore, quarantine};
+use crate::storage::{CommitInfo, RunWriter, StorageError, TableStore, quarantine};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
@@ -146,74 +146,60 @@ impl Hub {
         self.last_runs.lock().ok()?.get(name).cloned()
     }
 
-    async fn replace_table(
-        &self,
-        name: &str,
-        new: DeltaTable,
-        slot: &mut DeltaTable,
-    ) -> Result<(), HubError> {
-        self.engine
-            .register(name, self.store.provider(name, &new).await?)?;
-        *slot = new;
-        Ok(())
+    /// The current state of a table (a cheap clone).
+    pub(crate) async fn table(&self, name: &str) -> Result<DeltaTable, StorageError> {
+        match self.tables.get(name) {
+            Some(lock) => Ok(lock.lock().await.clone()),
+            None => Err(StorageError::Other {
+                table: name.to_string(),
+                message: "table is not open".into(),
+            }),
+        }
     }
 
     pub(crate) async fn commit_dataset(
         &self,
         pipeline: &Pipeline,
-        batches: Vec<RecordBatch>,
+        run: RunWriter,
         info: &CommitInfo,
         sequence: i64,
     ) -> Result<(), StorageError> {
-        let Some(lock) = self.tables.get(&pipeline.name) else {
-            return Err(StorageError::Other {
-                table: pipeline.name.clone(),
-                message: "table is not open".into(),
-            });
-        };
-        let mut table = lock.lock().await;
-        let new = self
-            .store
-            .commit_run(
-                &pipeline.name,
-                table.clone(),
-                batches,
-                &pipeline.key,
-                info,
-                sequence,
-            )
-            .await?;
-        self.replace_table(&pipeline.name, new, &mut table)
-            .await
-            .map_err(|e| StorageError::Other {
-                table: pipeline.name.clone(),
-                message: e.to_string(),
-            })
+        self.commit_to(&pipeline.name, |store, table| {
+            store.finish_run(&pipeline.name, table, run, &pipeline.key, info, sequence)
+        })
+        .await
     }
 
     pub(crate) async fn append_quarantine(&self, batch: RecordBatch) -> Result<(), StorageError> {
-        let name = quarantine::TABLE;
+        self.commit_to(quarantine::TABLE, |store, table| {
+            store.append(quarantine::TABLE, table, vec![batch])
+        })
+        .await
+    }
+
+    /// Commits to table `name` under its lock and makes the new version visible to SQL.
+    async fn commit_to<'a, F, Fut>(&'a self, name: &'a str, commit: F) -> Result<(), StorageError>
+    where
+        F: FnOnce(&'a TableStore, DeltaTable) -> Fut,
+        Fut: std::future::Future<Output = Result<DeltaTable, StorageError>>,
+    {
         let Some(lock) = self.tables.get(name) else {
             return Err(StorageError::Other {
-                table: name.into(),
+                table: name.to_string(),
                 message: "table is not open".into(),
             });
         };
         let mut table = lock.lock().await;
-        let new = table
-            .clone()
-            .write(vec![batch])
-            .await
-            .map_err(|source| StorageError::Delta {
-                table: name.into(),
-                source,
-            })?;
-        self.replace_table(name, new, &mut table)
-            .await
+        let new = commit(&self.store, table.clone()).await?;
+        let provider = self.store.provider(name, &new).await?;
+        self.engine
+            .register(name, provider)
             .map_err(|e| StorageError::Other {
-                table: name.into(),
+                table: name.to_string(),
                 message: e.to_string(),
-            })
+            })?;
+        *table = new;
+        Ok(())
     }
 
     pub async fn catalog(&self) -> Vec<DatasetInfo> {

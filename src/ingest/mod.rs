@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use iochub_connectors::SourceEvent;
@@ -11,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::Pipeline;
 use crate::hub::Hub;
 use crate::normalize::{Normalized, Normalizer, Rejected};
-use crate::storage::{CommitInfo, quarantine};
+use crate::storage::{CommitInfo, RunWriter, quarantine};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -68,7 +67,7 @@ impl RunError {
 
 struct Collected {
     fetched: usize,
-    accepted: Vec<RecordBatch>,
+    accepted: usize,
     rejected: Vec<Rejected>,
     checkpoint: Option<serde_json::Value>,
 }
@@ -90,7 +89,7 @@ pub async fn run(hub: &Hub, pipeline: &Arc<Pipeline>) -> RunReport {
                 RunStatus::Partial
             },
             fetched: c.fetched,
-            accepted: c.accepted.iter().map(RecordBatch::num_rows).sum(),
+            accepted: c.accepted,
             rejected: c.rejected.len(),
             error: None,
             error_class: None,
@@ -131,14 +130,11 @@ async fn run_inner(
 ) -> Result<Collected, RunError> {
     let mut state = hub.state.load(&pipeline.name)?;
     let connector = pipeline.source.build(&pipeline.build_context)?;
-    let collected = collect(
-        hub,
-        pipeline,
-        connector.read(state.checkpoint.clone()),
-        run_id,
-        started_at,
-    )
-    .await?;
+    let table = hub.table(&pipeline.name).await?;
+    let mut writer = hub.store.begin_run(&pipeline.name, &table, &pipeline.key)?;
+    drop(table);
+    let stream = connector.read(state.checkpoint.clone());
+    let collected = collect(hub, pipeline, stream, run_id, started_at, &mut writer).await?;
     let now_micros = Utc::now().timestamp_micros();
     if !collected.rejected.is_empty() {
         let batch = quarantine::to_batch(&pipeline.name, run_id, &collected.rejected, now_micros)
@@ -151,7 +147,7 @@ async fn run_inner(
         run_id: run_id.to_string(),
         checkpoint: collected.checkpoint.clone(),
     };
-    hub.commit_dataset(pipeline, collected.accepted.clone(), &info, sequence)
+    hub.commit_dataset(pipeline, writer, &info, sequence)
         .await?;
     state.run_sequence = sequence;
     if collected.checkpoint.is_some() {
@@ -169,6 +165,7 @@ async fn collect(
     stream: iochub_connectors::SourceStream,
     run_id: &str,
     started_at: DateTime<Utc>,
+    writer: &mut RunWriter,
 ) -> Result<Collected, RunError> {
     let normalizer = Arc::new(Normalizer::new(
         pipeline.schema.clone(),
@@ -199,7 +196,7 @@ async fn collect(
         .buffered(2);
     let mut collected = Collected {
         fetched: 0,
-        accepted: Vec::new(),
+        accepted: 0,
         rejected: Vec::new(),
         checkpoint: None,
     };
@@ -212,8 +209,16 @@ async fn collect(
         }) = out
         {
             collected.fetched += fetched;
-            collected.accepted.extend(accepted);
             collected.rejected.extend(rejected);
+            if let Some(batch) = accepted {
+                collected.accepted += batch.num_rows();
+                writer.write(batch).await.map_err(|source| {
+                    crate::storage::StorageError::Delta {
+                        table: pipeline.name.clone(),
+                        source,
+                    }
+                })?;
+            }
         }
         if cp.is_some() {
             checkpoint = cp;

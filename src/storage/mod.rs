@@ -21,7 +21,10 @@ use deltalake::kernel::Transaction;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::operations::write::SchemaMode;
+use deltalake::parquet::basic::{Compression, ZstdLevel};
+use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::protocol::SaveMode;
+use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::{DeltaTable, DeltaTableError};
 use futures::TryStreamExt;
 
@@ -53,6 +56,37 @@ pub struct CommitInfo {
     pub pipeline: String,
     pub run_id: String,
     pub checkpoint: Option<serde_json::Value>,
+}
+
+/// Rows of a run on their way into a table.
+pub enum RunWriter {
+    Append {
+        writer: Box<RecordBatchWriter>,
+        rows: usize,
+    },
+    Upsert(Vec<RecordBatch>),
+}
+
+impl RunWriter {
+    pub async fn write(&mut self, batch: RecordBatch) -> Result<(), DeltaTableError> {
+        match self {
+            RunWriter::Append { writer, rows } => {
+                *rows += batch.num_rows();
+                writer.write(batch).await
+            }
+            RunWriter::Upsert(batches) => {
+                batches.push(batch);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Parquet files compressed with zstd: close to the size other tools produce, and fast.
+fn writer_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .build()
 }
 
 #[derive(Debug, Clone, Default)]
@@ -114,35 +148,59 @@ impl TableStore {
             .map_err(StorageError::delta(name))
     }
 
-    /// Writes one run's rows in a single commit: MERGE by `key` (the last row per key wins,
-    /// within the run too), or append when there is no key.
-    pub async fn commit_run(
+    /// Starts writing one run's rows. Without a key, rows stream into Parquet files as they
+    /// arrive (memory stays bounded whatever the run's size) and become visible only with
+    /// the commit in `finish_run`. With a key, the run's rows are kept for one MERGE.
+    pub fn begin_run(
         &self,
         name: &str,
-        table: DeltaTable,
-        batches: Vec<RecordBatch>,
+        table: &DeltaTable,
+        key: &[String],
+    ) -> Result<RunWriter, StorageError> {
+        if !key.is_empty() {
+            return Ok(RunWriter::Upsert(Vec::new()));
+        }
+        let writer = RecordBatchWriter::for_table(table)
+            .map_err(StorageError::delta(name))?
+            .with_writer_properties(writer_properties());
+        Ok(RunWriter::Append {
+            writer: Box::new(writer),
+            rows: 0,
+        })
+    }
+
+    /// Commits one run's rows in a single commit: MERGE by `key` (the last row per key wins,
+    /// within the run too), or the streamed files of an append run.
+    pub async fn finish_run(
+        &self,
+        name: &str,
+        mut table: DeltaTable,
+        run: RunWriter,
         key: &[String],
         info: &CommitInfo,
         run_sequence: i64,
     ) -> Result<DeltaTable, StorageError> {
-        let batches: Vec<RecordBatch> = batches.into_iter().filter(|b| b.num_rows() > 0).collect();
+        let props = commit_properties(info, run_sequence);
+        let batches = match run {
+            RunWriter::Append { rows: 0, .. } => return Ok(table),
+            RunWriter::Append { writer, .. } => {
+                let mut writer = writer.with_commit_properties(props);
+                writer
+                    .flush_and_commit(&mut table)
+                    .await
+                    .map_err(StorageError::delta(name))?;
+                return Ok(table);
+            }
+            RunWriter::Upsert(batches) => batches,
+        };
         if batches.is_empty() {
             return Ok(table);
-        }
-        let props = commit_properties(info, run_sequence);
-        if key.is_empty() {
-            return table
-                .write(batches)
-                .with_save_mode(SaveMode::Append)
-                .with_schema_mode(SchemaMode::Merge)
-                .with_commit_properties(props)
-                .await
-                .map_err(StorageError::delta(name));
         }
         let latest = dedupe::last_per_key(&batches, key).map_err(|e| StorageError::Other {
             table: name.to_string(),
             message: format!("de-duplicating by key: {e}"),
         })?;
+        drop(batches);
         let has_rows = Self::stats_of(&table).await.rows.unwrap_or(0) > 0;
         if !has_rows {
             // Nothing to match against: a plain write is the same result, and much cheaper.
@@ -150,6 +208,7 @@ impl TableStore {
                 .write(vec![latest])
                 .with_save_mode(SaveMode::Append)
                 .with_schema_mode(SchemaMode::Merge)
+                .with_writer_properties(writer_properties())
                 .with_commit_properties(props)
                 .await
                 .map_err(StorageError::delta(name));
@@ -185,6 +244,7 @@ impl TableStore {
             .with_source_alias("source")
             .with_target_alias("target")
             .with_merge_schema(true)
+            .with_writer_properties(writer_properties())
             .when_matched_update(|mut u| {
                 for c in &columns {
                     u = u.update(c.as_str(), side("source", c));
@@ -209,6 +269,21 @@ impl TableStore {
             "merged"
         );
         Ok(table)
+    }
+
+    /// Appends rows in one commit (used for the quarantine).
+    pub async fn append(
+        &self,
+        name: &str,
+        table: DeltaTable,
+        batches: Vec<RecordBatch>,
+    ) -> Result<DeltaTable, StorageError> {
+        table
+            .write(batches)
+            .with_save_mode(SaveMode::Append)
+            .with_writer_properties(writer_properties())
+            .await
+            .map_err(StorageError::delta(name))
     }
 
     pub async fn provider(
