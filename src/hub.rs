@@ -1,24 +1,34 @@
 //! The hub: configuration, tables, run state and the query engine, shared by every interface.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, Utc};
 use deltalake::DeltaTable;
 use serde::Serialize;
-use tokio::sync::Mutex as AsyncMutex;
+use tokio::sync::{Mutex as AsyncMutex, Notify};
 
 use crate::config::{HubConfig, Pipeline};
 use crate::ingest::{self, RunReport};
+use crate::metrics::Metrics;
 use crate::query::{QueryEngine, QueryError, QueryResult};
-use crate::state::StateStore;
+use crate::schedule;
+use crate::state::{SqliteStateStore, StateError, StateStore};
 use crate::storage::{CommitInfo, RunWriter, StorageError, TableStore, quarantine};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
     #[error("no pipeline named {0:?}")]
     UnknownPipeline(String),
+    #[error("pipeline {0:?} is already running")]
+    AlreadyRunning(String),
+    #[error("the hub is shutting down; no new runs start")]
+    ShuttingDown,
+    #[error(transparent)]
+    State(#[from] StateError),
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error(transparent)]
@@ -28,13 +38,34 @@ pub enum HubError {
 pub struct Hub {
     pub config: HubConfig,
     pub store: TableStore,
-    pub state: StateStore,
+    pub state: Arc<dyn StateStore>,
     pub engine: QueryEngine,
+    pub metrics: Metrics,
     /// The latest state of every table; the lock serializes commits to one table.
     tables: HashMap<String, AsyncMutex<DeltaTable>>,
     /// Held for a whole run, so one pipeline never runs twice at once.
     run_locks: HashMap<String, AsyncMutex<()>>,
-    last_runs: Mutex<HashMap<String, RunReport>>,
+    shutting_down: AtomicBool,
+    active_runs: AtomicUsize,
+    idle: Notify,
+}
+
+/// A pipeline as the operator sees it: schedule, last run, freshness.
+#[derive(Debug, Serialize)]
+pub struct PipelineStatus {
+    pub name: String,
+    pub title: String,
+    pub schedule: String,
+    pub next_run: Option<DateTime<Utc>>,
+    pub running: bool,
+    pub last_run: Option<RunReport>,
+    pub last_success: Option<DateTime<Utc>>,
+    pub records_last_run: Option<usize>,
+    /// Seconds since the last successful run (`null` if it never succeeded).
+    pub freshness_seconds: Option<i64>,
+    pub max_staleness_seconds: Option<u64>,
+    /// Older than `max_staleness`, or never ingested.
+    pub stale: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -63,11 +94,10 @@ impl Hub {
     /// them for SQL.
     pub async fn open(config: HubConfig) -> Result<Arc<Hub>, HubError> {
         let store = TableStore::new(&config.data_dir);
-        let state = StateStore::new(&config.data_dir);
+        let state: Arc<dyn StateStore> = Arc::new(SqliteStateStore::open(&config.data_dir)?);
         let engine = QueryEngine::new(config.file.query.clone());
         let mut tables = HashMap::new();
         let mut run_locks = HashMap::new();
-        let mut last_runs = HashMap::new();
         for pipeline in &config.pipelines {
             let table = store.open(&pipeline.name, &pipeline.schema.arrow).await?;
             engine.register(
@@ -76,11 +106,6 @@ impl Hub {
             )?;
             tables.insert(pipeline.name.clone(), AsyncMutex::new(table));
             run_locks.insert(pipeline.name.clone(), AsyncMutex::new(()));
-            if let Ok(s) = state.load(&pipeline.name)
-                && let Some(r) = s.last_run
-            {
-                last_runs.insert(pipeline.name.clone(), r);
-            }
         }
         let q = store.open(quarantine::TABLE, &quarantine::schema()).await?;
         engine.register(
@@ -93,9 +118,12 @@ impl Hub {
             store,
             state,
             engine,
+            metrics: Metrics::new(),
             tables,
             run_locks,
-            last_runs: Mutex::new(last_runs),
+            shutting_down: AtomicBool::new(false),
+            active_runs: AtomicUsize::new(0),
+            idle: Notify::new(),
         }))
     }
 
@@ -110,40 +138,143 @@ impl Hub {
     }
 
     /// Runs a pipeline now; waits if it is already running.
-    pub async fn run(&self, name: &str) -> Result<RunReport, HubError> {
+    pub async fn run(&self, name: &str, trigger: &str) -> Result<RunReport, HubError> {
         let pipeline = self.pipeline(name)?.clone();
-        let _running = match self.run_locks.get(name) {
-            Some(lock) => lock.lock().await,
-            None => return Err(HubError::UnknownPipeline(name.to_string())),
-        };
-        Ok(ingest::run(self, &pipeline).await)
+        let lock = self
+            .run_locks
+            .get(name)
+            .ok_or_else(|| HubError::UnknownPipeline(name.into()))?;
+        let _running = lock.lock().await;
+        self.run_locked(&pipeline, trigger).await
+    }
+
+    /// Runs a pipeline now unless it is already running.
+    pub async fn try_run(&self, name: &str, trigger: &str) -> Result<RunReport, HubError> {
+        let pipeline = self.pipeline(name)?.clone();
+        let lock = self
+            .run_locks
+            .get(name)
+            .ok_or_else(|| HubError::UnknownPipeline(name.into()))?;
+        let _running = lock
+            .try_lock()
+            .map_err(|_| HubError::AlreadyRunning(name.into()))?;
+        self.run_locked(&pipeline, trigger).await
+    }
+
+    async fn run_locked(
+        &self,
+        pipeline: &Arc<Pipeline>,
+        trigger: &str,
+    ) -> Result<RunReport, HubError> {
+        if self.shutting_down.load(Ordering::SeqCst) {
+            return Err(HubError::ShuttingDown);
+        }
+        self.active_runs.fetch_add(1, Ordering::SeqCst);
+        let report = ingest::run(self, pipeline, trigger).await;
+        if self.active_runs.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.idle.notify_waiters();
+        }
+        Ok(report)
+    }
+
+    pub fn is_running(&self, name: &str) -> bool {
+        self.run_locks
+            .get(name)
+            .is_some_and(|l| l.try_lock().is_err())
     }
 
     /// Runs every pipeline once, one after the other.
-    pub async fn run_all(&self) -> Vec<RunReport> {
+    pub async fn run_all(&self, trigger: &str) -> Vec<RunReport> {
         let mut reports = Vec::new();
         for pipeline in &self.config.pipelines {
-            if let Ok(r) = self.run(&pipeline.name).await {
+            if let Ok(r) = self.run(&pipeline.name, trigger).await {
                 reports.push(r);
             }
         }
         reports
     }
 
-    pub(crate) fn record_run(&self, report: &RunReport) {
-        if let Ok(mut runs) = self.last_runs.lock() {
-            runs.insert(report.pipeline.clone(), report.clone());
-        }
-        if let Ok(mut state) = self.state.load(&report.pipeline) {
-            state.last_run = Some(report.clone());
-            if let Err(e) = self.state.save(&report.pipeline, &state) {
-                tracing::warn!(error = %e, "could not save the run report");
+    /// Stops new runs from starting.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    /// Waits until no run is in progress, at most `grace`; true if all finished.
+    pub async fn wait_idle(&self, grace: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let notified = self.idle.notified();
+            if self.active_runs.load(Ordering::SeqCst) == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.active_runs.load(Ordering::SeqCst) == 0;
             }
         }
     }
 
+    pub(crate) fn record_run(&self, report: &RunReport) {
+        self.metrics.observe_run(report);
+        if let Err(e) = self.state.record_run(report) {
+            tracing::warn!(error = %e, "could not save the run report");
+        }
+    }
+
     pub fn last_run(&self, name: &str) -> Option<RunReport> {
-        self.last_runs.lock().ok()?.get(name).cloned()
+        self.state.last_run(name).ok().flatten()
+    }
+
+    pub fn runs(&self, name: &str, limit: usize) -> Result<Vec<RunReport>, HubError> {
+        self.pipeline(name)?;
+        Ok(self.state.runs(name, limit)?)
+    }
+
+    pub fn pipeline_status(&self, pipeline: &Pipeline, now: DateTime<Utc>) -> PipelineStatus {
+        let last_run = self.last_run(&pipeline.name);
+        let last_success = self
+            .state
+            .load(&pipeline.name)
+            .ok()
+            .and_then(|s| s.last_success);
+        let freshness = last_success.map(|t| (now - t).num_seconds().max(0));
+        let stale = match (pipeline.max_staleness, freshness) {
+            (Some(max), Some(age)) => age as u64 > max.as_secs(),
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        PipelineStatus {
+            name: pipeline.name.clone(),
+            title: pipeline.title.clone(),
+            schedule: pipeline.schedule_text.clone(),
+            next_run: schedule::next_fire(&pipeline.schedule, now, self.config.time_zone),
+            running: self.is_running(&pipeline.name),
+            records_last_run: last_run.as_ref().map(|r| r.accepted),
+            last_run,
+            last_success,
+            freshness_seconds: freshness,
+            max_staleness_seconds: pipeline.max_staleness.map(|d| d.as_secs()),
+            stale,
+        }
+    }
+
+    pub fn pipeline_statuses(&self, now: DateTime<Utc>) -> Vec<PipelineStatus> {
+        self.config
+            .pipelines
+            .iter()
+            .map(|p| self.pipeline_status(p, now))
+            .collect()
+    }
+
+    /// The metrics text, with freshness gauges brought up to date.
+    pub fn metrics_text(&self) -> String {
+        for status in self.pipeline_statuses(Utc::now()) {
+            self.metrics.set_freshness(
+                &status.name,
+                status.freshness_seconds.map(|s| s as f64),
+                status.stale,
+            );
+        }
+        self.metrics.encode()
     }
 
     /// The current state of a table (a cheap clone).
@@ -162,10 +293,9 @@ impl Hub {
         pipeline: &Pipeline,
         run: RunWriter,
         info: &CommitInfo,
-        sequence: i64,
     ) -> Result<(), StorageError> {
         self.commit_to(&pipeline.name, |store, table| {
-            store.finish_run(&pipeline.name, table, run, &pipeline.key, info, sequence)
+            store.finish_run(&pipeline.name, table, run, &pipeline.key, info)
         })
         .await
     }

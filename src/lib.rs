@@ -7,8 +7,11 @@ pub mod config;
 pub mod http;
 pub mod hub;
 pub mod ingest;
+pub mod metrics;
 pub mod normalize;
 pub mod query;
+pub mod schedule;
+pub mod sharing;
 pub mod state;
 pub mod storage;
 

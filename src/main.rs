@@ -6,8 +6,11 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use std::sync::Arc;
+
 use iochub::Hub;
 use iochub::config::{self, Overrides};
+use iochub::schedule::{self, Scheduler};
 
 #[derive(Parser)]
 #[command(
@@ -125,8 +128,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Serve { .. } => serve(config).await,
         Command::Run { pipeline } => {
-            let hub = Hub::open(config).await?;
-            let report = hub.run(&pipeline).await?;
+            let report = match run_on_daemon(&config, &pipeline).await? {
+                Some(report) => report,
+                None => {
+                    let hub = Hub::open(config).await?;
+                    hub.run(&pipeline, "cli").await?
+                }
+            };
             println!(
                 "{}: {:?} in {:.2} s: fetched {}, accepted {}, rejected {}{}",
                 report.pipeline,
@@ -166,27 +174,138 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Asks a running daemon (at the config's HTTP address) to run the pipeline. `None` when no
+/// daemon answers there, so the caller runs it in this process instead.
+async fn run_on_daemon(
+    config: &config::HubConfig,
+    pipeline: &str,
+) -> anyhow::Result<Option<iochub::ingest::RunReport>> {
+    let url = format!(
+        "http://{}/api/v1/pipelines/{pipeline}/run",
+        config.file.http.addr
+    );
+    let client = reqwest::Client::new();
+    let response = match client.post(&url).send().await {
+        Ok(r) => r,
+        Err(e) if e.is_connect() => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let status = response.status();
+    let body: serde_json::Value = response
+        .json()
+        .await
+        .context("the daemon's answer is not JSON")?;
+    if !status.is_success() {
+        anyhow::bail!(
+            "the running hub refused: {}",
+            body["error"]["message"].as_str().unwrap_or("unknown error")
+        );
+    }
+    eprintln!("(run by the hub running at {})", config.file.http.addr);
+    Ok(Some(serde_json::from_value(body["run"].clone())?))
+}
+
 async fn serve(config: config::HubConfig) -> anyhow::Result<ExitCode> {
     let addr = config.file.http.addr;
-    let ingest_on_start = config.file.hub.ingest_on_start;
+    let hub_settings = config.file.hub.clone();
     let hub = Hub::open(config).await.context("opening the tables")?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     let bound = listener.local_addr()?;
     tracing::info!("listening on http://{bound}");
-    if ingest_on_start {
-        let hub = hub.clone();
-        tokio::spawn(async move {
-            let reports = hub.run_all().await;
-            tracing::info!(pipelines = reports.len(), "start-up ingest finished");
-        });
+
+    let (stop_scheduler, scheduler_stopped) = tokio::sync::watch::channel(false);
+    let scheduler = start_scheduler(&hub, &hub_settings);
+    let scheduler_task = tokio::spawn(scheduler.0.run(scheduler.1, scheduler_stopped));
+
+    let server = axum::serve(listener, iochub::http::router(hub.clone()))
+        .with_graceful_shutdown(shutdown_signal());
+    server.await?;
+    // The signal arrived and the server stopped accepting requests: no new runs start, and
+    // runs in progress get the grace period. An abandoned run commits nothing.
+    hub.begin_shutdown();
+    let _ = stop_scheduler.send(true);
+    let _ = scheduler_task.await;
+    let grace = std::time::Duration::from_secs(hub_settings.shutdown_grace_seconds);
+    if hub.wait_idle(grace).await {
+        tracing::info!("all runs finished; bye");
+    } else {
+        tracing::warn!(
+            grace_s = grace.as_secs(),
+            "runs still in progress were abandoned; nothing of them was committed"
+        );
     }
-    axum::serve(listener, iochub::http::router(hub))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-            tracing::info!("shutting down");
-        })
-        .await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The scheduler for every pipeline, and the pipelines to run at once: those never run (when
+/// `ingest_on_start`) and those whose fire time passed while the hub was down.
+fn start_scheduler(hub: &Arc<Hub>, settings: &config::HubSection) -> (Scheduler, Vec<String>) {
+    let tz = hub.config.time_zone;
+    let jobs: Vec<schedule::Job> = hub
+        .config
+        .pipelines
+        .iter()
+        .map(|p| schedule::Job {
+            name: p.name.clone(),
+            schedule: p.schedule.clone(),
+        })
+        .collect();
+    let history: Vec<_> = jobs
+        .iter()
+        .map(|j| (j.clone(), hub.last_run(&j.name).map(|r| r.started_at)))
+        .collect();
+    let start_now =
+        schedule::due_at_start(&history, chrono::Utc::now(), tz, settings.ingest_on_start);
+    if !start_now.is_empty() {
+        tracing::info!(pipelines = ?start_now, "running now: never run, or a scheduled run was missed while the hub was down");
+    }
+    let for_dispatch = hub.clone();
+    let dispatch: schedule::Dispatch = Arc::new(move |name: String| {
+        let hub = for_dispatch.clone();
+        Box::pin(async move {
+            if let Err(e) = hub.try_run(&name, "schedule").await {
+                tracing::info!(pipeline = %name, reason = %e, "scheduled run not started");
+            }
+        })
+    });
+    let for_skip = hub.clone();
+    let on_skip: schedule::OnSkip = Arc::new(move |name: &str| for_skip.metrics.observe_skip(name));
+    let scheduler = Scheduler::new(
+        jobs,
+        Arc::new(schedule::SystemClock),
+        dispatch,
+        on_skip,
+        schedule::Settings {
+            time_zone: tz,
+            max_concurrent_runs: settings.max_concurrent_runs,
+            jitter: std::time::Duration::from_secs(settings.jitter_seconds),
+        },
+    );
+    (scheduler, start_now)
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::terminate(),
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the hub");
+                let _ = interrupt.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+    tracing::info!("shutting down: no new runs; waiting for runs in progress");
 }

@@ -16,15 +16,16 @@ pub mod registry;
 pub mod retry;
 
 pub use error::ConnectorError;
-pub use record::{Payload, RawBatch, RawRecord, SourceEvent, SourceStream};
+pub use record::{Payload, RawBatch, RawRecord, ReadContext, SourceEvent, SourceStream};
 pub use registry::{BuildContext, KINDS, SourceConfig};
 
 /// A source of records.
 ///
-/// `read` starts one pass over the source, from the `checkpoint` that was committed with the
-/// last successful run (or `None` the first time). The stream yields batches of raw records and,
-/// at most once and last, a new checkpoint to commit together with those records. Records must be
-/// streamed in bounded batches: a connector never holds a whole source in memory.
+/// `read` starts one pass over the source from where the last committed run left it (see
+/// [`ReadContext`]). The stream yields batches of raw records and, at most once and last, a new
+/// checkpoint to commit together with those records. Records must be streamed in bounded
+/// batches: a connector never holds a whole source in memory. Incremental logic that is not the
+/// connector's own (remembering a field's maximum) lives in the hub, not here.
 pub trait Connector: Send + Sync {
-    fn read(&self, checkpoint: Option<serde_json::Value>) -> SourceStream;
+    fn read(&self, context: ReadContext) -> SourceStream;
 }

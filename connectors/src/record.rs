@@ -16,11 +16,24 @@ pub enum SourceEvent {
     Checkpoint(serde_json::Value),
 }
 
+/// Where the last committed run left the source.
+#[derive(Debug, Clone, Default)]
+pub struct ReadContext {
+    /// The connector's own checkpoint from the last committed run (files taken, a page token).
+    pub checkpoint: Option<serde_json::Value>,
+    /// The pipeline's cursor: the largest value of its cursor field committed so far. A
+    /// connector that can ask its source for "newer than" passes it on (a query parameter, an
+    /// SQL predicate); one that cannot ignores it, and the hub's upsert absorbs re-delivery.
+    pub cursor: Option<serde_json::Value>,
+}
+
 #[derive(Debug)]
 pub struct RawBatch {
     /// File name or URL the records came from, stored with every row as `_source`.
     pub source: Arc<str>,
     pub records: Vec<RawRecord>,
+    /// Bytes read from the source for these records (for run statistics).
+    pub bytes: u64,
 }
 
 #[derive(Debug)]

@@ -19,7 +19,7 @@ pub struct BuildContext {
 #[derive(Debug, Clone)]
 pub enum SourceConfig {
     File(file::FileConfig),
-    HttpJson(http_json::HttpJsonConfig),
+    HttpJson(Box<http_json::HttpJsonConfig>),
 }
 
 impl SourceConfig {
@@ -32,7 +32,7 @@ impl SourceConfig {
         Ok(Some(match kind {
             "file" => SourceConfig::File(file::FileConfig::deserialize(settings)?),
             "http_json" => {
-                SourceConfig::HttpJson(http_json::HttpJsonConfig::deserialize(settings)?)
+                SourceConfig::HttpJson(Box::new(http_json::HttpJsonConfig::deserialize(settings)?))
             }
             _ => return Ok(None),
         }))

@@ -290,7 +290,7 @@ async fn main() -> anyhow::Result<()> {
     let hub = Hub::open(config).await.context("opening the bench hub")?;
 
     let started = Instant::now();
-    let report = hub.run("reports").await?;
+    let report = hub.run("reports", "test").await?;
     let ingest_seconds = started.elapsed().as_secs_f64();
     anyhow::ensure!(report.error.is_none(), "ingest failed: {:?}", report.error);
     anyhow::ensure!(

@@ -32,9 +32,27 @@ pub struct HubSection {
     pub pipelines_dir: PathBuf,
     #[serde(default = "default_time_zone")]
     pub time_zone: String,
-    /// Run every pipeline once when `serve` starts.
+    /// Run every pipeline that has never run once when `serve` starts.
     #[serde(default = "yes")]
     pub ingest_on_start: bool,
+    /// Pipeline runs allowed at the same time, all pipelines together.
+    #[serde(default = "default_concurrency")]
+    pub max_concurrent_runs: usize,
+    /// Each scheduled run starts after a random delay below this, so pipelines sharing a
+    /// schedule do not all hit their sources at the same second.
+    #[serde(default)]
+    pub jitter_seconds: u64,
+    /// On SIGTERM/SIGINT, runs in progress get this long to finish; then they are abandoned
+    /// (nothing of an unfinished run is ever committed).
+    #[serde(default = "default_grace")]
+    pub shutdown_grace_seconds: u64,
+}
+
+fn default_concurrency() -> usize {
+    2
+}
+fn default_grace() -> u64 {
+    30
 }
 
 fn default_data_dir() -> PathBuf {

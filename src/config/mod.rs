@@ -18,7 +18,7 @@ use iochub_connectors::{BuildContext, SourceConfig};
 
 pub use diagnostics::{ConfigErrors, Problem};
 pub use hub::{HttpSection, HubFile, HubSection, OrgLevel, Organisation, QuerySection, Unit};
-pub use pipeline::{Coercions, DateFormat, Sharing, parse_duration};
+pub use pipeline::{Coercions, CursorConfig, DateFormat, RunRetry, Sharing, parse_duration};
 
 use crate::normalize::DatasetSchema;
 use diagnostics::{TomlSource, resolve};
@@ -66,6 +66,7 @@ pub struct Pipeline {
     pub schema: Arc<DatasetSchema>,
     pub key: Vec<String>,
     pub sharing: Sharing,
+    pub publishers: Vec<String>,
     pub schedule_text: String,
     pub schedule: cron::Schedule,
     pub max_staleness: Option<Duration>,
@@ -73,6 +74,8 @@ pub struct Pipeline {
     pub source: SourceConfig,
     pub build_context: BuildContext,
     pub coerce: Coercions,
+    pub cursor: Option<CursorConfig>,
+    pub run_retry: RunRetry,
 }
 
 pub fn load(path: &Path, overrides: &Overrides) -> Result<HubConfig, ConfigErrors> {
@@ -318,6 +321,33 @@ fn check_pipeline(
             }
         }
     }
+    if let (Some(schema), Some(cursor)) = (&schema, &file.cursor) {
+        match schema.column(&cursor.field) {
+            None => problems.push(source.problem(
+                Some("cursor.field"),
+                format!(
+                    "cursor field {:?} is not a property of the schema",
+                    cursor.field
+                ),
+            )),
+            Some(c) if c.kind.is_json() || c.kind == crate::normalize::ColumnKind::Boolean => {
+                problems.push(source.problem(
+                    Some("cursor.field"),
+                    format!(
+                        "cursor field {:?} must be a string, number, date or date-time",
+                        cursor.field
+                    ),
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    if file.run_retry.attempts == 0 {
+        problems.push(source.problem(
+            Some("run_retry.attempts"),
+            "run_retry.attempts must be at least 1",
+        ));
+    }
     let (source_kind, source_config) = load_source(source, &file.source, problems);
     if problems.len() > before {
         return None;
@@ -332,6 +362,7 @@ fn check_pipeline(
         schema: schema?,
         key: file.key,
         sharing: file.sharing,
+        publishers: file.publishers,
         schedule_text: file.schedule,
         schedule: schedule?,
         max_staleness,
@@ -341,6 +372,8 @@ fn check_pipeline(
             base_dir: source.path.parent().unwrap_or(Path::new(".")).to_path_buf(),
         },
         coerce: file.coerce,
+        cursor: file.cursor,
+        run_retry: file.run_retry,
     })
 }
 

@@ -16,6 +16,10 @@ pub struct PipelineFile {
     #[serde(default)]
     pub key: Vec<String>,
     pub sharing: Sharing,
+    /// Consumer ids of the departments that publish this dataset (they push records in and
+    /// see it unmasked, with its quarantine).
+    #[serde(default)]
+    pub publishers: Vec<String>,
     pub schedule: String,
     #[serde(default)]
     pub max_staleness: Option<String>,
@@ -23,6 +27,50 @@ pub struct PipelineFile {
     pub source: toml::Table,
     #[serde(default)]
     pub coerce: Coercions,
+    /// Incremental sync on a field: its largest committed value is remembered and handed to
+    /// the connector, which asks the source only for newer records.
+    #[serde(default)]
+    pub cursor: Option<CursorConfig>,
+    #[serde(default)]
+    pub run_retry: RunRetry,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct CursorConfig {
+    /// A top-level scalar property of the schema, e.g. `updated_datetime`.
+    pub field: String,
+}
+
+/// A run that fails with a transient error (timeout, refused connection, 429, 5xx) is tried
+/// again inside the same run, with exponential backoff and jitter, this many times in all.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct RunRetry {
+    #[serde(default = "default_attempts")]
+    pub attempts: u32,
+    #[serde(default = "default_backoff")]
+    pub initial_backoff_seconds: u64,
+    #[serde(default = "default_max_backoff")]
+    pub max_backoff_seconds: u64,
+}
+
+fn default_attempts() -> u32 {
+    3
+}
+fn default_backoff() -> u64 {
+    5
+}
+fn default_max_backoff() -> u64 {
+    120
+}
+
+impl Default for RunRetry {
+    fn default() -> Self {
+        RunRetry {
+            attempts: default_attempts(),
+            initial_backoff_seconds: default_backoff(),
+            max_backoff_seconds: default_max_backoff(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]

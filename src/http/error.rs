@@ -62,6 +62,19 @@ impl From<HubError> for ApiError {
                 "not_found",
                 format!("no dataset named {name:?}"),
             ),
+            HubError::AlreadyRunning(name) => Self::new(
+                StatusCode::CONFLICT,
+                "already_running",
+                format!("pipeline {name:?} is already running; try again when it has finished"),
+            ),
+            HubError::ShuttingDown => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "the hub is shutting down; no new runs start",
+            ),
+            HubError::State(s) => {
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "state", s.to_string())
+            }
             HubError::Query(q) => q.into(),
             HubError::Storage(s) => {
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", s.to_string())

@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -23,12 +24,100 @@ pub fn router(hub: Arc<Hub>) -> Router {
     let max_body = hub.config.file.http.max_body_bytes;
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .route("/api/v1/datasets", get(datasets))
         .route("/api/v1/datasets/{name}/quarantine", get(quarantine))
+        .route("/api/v1/pipelines", get(pipelines))
+        .route("/api/v1/pipelines/{name}/runs", get(pipeline_runs))
+        .route("/api/v1/pipelines/{name}/run", post(trigger_run))
         .route("/api/v1/sql", post(sql))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(hub.clone(), count_requests))
         .with_state(hub)
+}
+
+/// Counts every request by its route pattern (not the raw path, which would make one time
+/// series per dataset name typed by anyone).
+async fn count_requests(State(hub): State<Arc<Hub>>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let method = request.method().to_string();
+    let response = next.run(request).await;
+    hub.metrics
+        .observe_http(&route, &method, response.status().as_u16());
+    response
+}
+
+async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        hub.metrics_text(),
+    )
+        .into_response()
+}
+
+async fn pipelines(State(hub): State<Arc<Hub>>) -> Json<Value> {
+    Json(json!({"pipelines": hub.pipeline_statuses(chrono::Utc::now())}))
+}
+
+#[derive(Deserialize)]
+struct RunsParams {
+    #[serde(default = "default_runs")]
+    limit: usize,
+}
+
+fn default_runs() -> usize {
+    50
+}
+
+async fn pipeline_runs(
+    State(hub): State<Arc<Hub>>,
+    Path(name): Path<String>,
+    Query(params): Query<RunsParams>,
+) -> Result<Json<Value>, ApiError> {
+    let runs = hub.runs(&name, params.limit.clamp(1, 1000))?;
+    Ok(Json(json!({"pipeline": name, "runs": runs})))
+}
+
+#[derive(Deserialize)]
+struct TriggerParams {
+    /// `false`: answer 202 at once and run in the background.
+    #[serde(default = "yes")]
+    wait: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Runs a pipeline now. 409 if it is already running; with `?wait=false` answers 202 at once.
+async fn trigger_run(
+    State(hub): State<Arc<Hub>>,
+    Path(name): Path<String>,
+    Query(params): Query<TriggerParams>,
+) -> Result<Response, ApiError> {
+    hub.pipeline(&name)?;
+    if hub.is_running(&name) {
+        return Err(crate::hub::HubError::AlreadyRunning(name).into());
+    }
+    if params.wait {
+        let report = hub.try_run(&name, "manual").await?;
+        return Ok(Json(json!({"run": report})).into_response());
+    }
+    let background = hub.clone();
+    tokio::spawn(async move {
+        if let Err(e) = background.try_run(&name, "manual").await {
+            tracing::warn!(error = %e, "manual run did not start");
+        }
+    });
+    Ok((StatusCode::ACCEPTED, Json(json!({"status": "started"}))).into_response())
 }
 
 async fn healthz() -> Json<Value> {
@@ -37,6 +126,14 @@ async fn healthz() -> Json<Value> {
 
 async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    )
 }
 
 async fn datasets(State(hub): State<Arc<Hub>>) -> Json<Value> {
@@ -99,6 +196,12 @@ struct SqlRequest {
     sql: String,
 }
 
+const TRUNCATED: header::HeaderName = header::HeaderName::from_static("x-iochub-truncated");
+
+fn truncated(result: &query::QueryResult) -> &'static str {
+    if result.truncated { "true" } else { "false" }
+}
+
 enum Format {
     Json,
     Csv,
@@ -144,13 +247,21 @@ async fn sql(
     };
     Ok(match wanted_format(&headers) {
         Format::Json => Json(query::to_json(&result).map_err(internal)?).into_response(),
+        // CSV and Arrow have no place for it in the body: `X-Iochub-Truncated` says whether
+        // the answer was cut at `query.max_rows`.
         Format::Csv => (
-            [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+                (TRUNCATED, truncated(&result)),
+            ],
             query::to_csv(&result).map_err(internal)?,
         )
             .into_response(),
         Format::Arrow => (
-            [(header::CONTENT_TYPE, "application/vnd.apache.arrow.stream")],
+            [
+                (header::CONTENT_TYPE, "application/vnd.apache.arrow.stream"),
+                (TRUNCATED, truncated(&result)),
+            ],
             query::to_arrow_ipc(&result).map_err(internal)?,
         )
             .into_response(),

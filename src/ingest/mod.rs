@@ -1,16 +1,31 @@
 //! One run of a pipeline: read the source, normalize, commit rows and quarantine, save state.
+//!
+//! Order of a run, and why it is crash-safe:
+//! 1. reconcile the state store with the table: a data commit whose state was never saved
+//!    (the hub died in between) carries the run's checkpoint and cursor, which win;
+//! 2. read from that position, normalize, stream accepted rows into the run's writer;
+//! 3. commit the quarantine, then the rows, with checkpoint, cursor and run sequence in the
+//!    same Delta commit; 4. save the new position in the state store.
+//!
+//! A failure before 3 commits nothing; a crash between 3 and 4 is repaired by 1.
+
+mod cursor;
+mod fault;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use iochub_connectors::SourceEvent;
+use iochub_connectors::{ReadContext, SourceEvent};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Pipeline;
 use crate::hub::Hub;
 use crate::normalize::{Normalized, Normalizer, Rejected};
-use crate::storage::{CommitInfo, RunWriter, quarantine};
+use crate::state::PipelineState;
+use crate::storage::{CommitInfo, RunWriter, TableStore, quarantine};
+use cursor::CursorTracker;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -19,8 +34,28 @@ pub enum RunStatus {
     Succeeded,
     /// Committed, with some records quarantined.
     Partial,
-    /// Nothing was committed.
+    /// No rows were committed. (Records already quarantined by the run stay there: a bad
+    /// record seen twice beats a bad record lost.)
     Failed,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Partial => "partial",
+            RunStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "succeeded" => Some(RunStatus::Succeeded),
+            "partial" => Some(RunStatus::Partial),
+            "failed" => Some(RunStatus::Failed),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -33,6 +68,12 @@ pub struct RunReport {
     pub fetched: usize,
     pub accepted: usize,
     pub rejected: usize,
+    /// Bytes read from the source.
+    pub bytes: u64,
+    /// Attempts made (transient errors are retried inside the run).
+    pub attempts: u32,
+    /// `schedule`, `start`, `manual` or `cli`.
+    pub trigger: String,
     pub error: Option<String>,
     /// `transient` (may pass by itself) or `permanent` (needs someone to act).
     pub error_class: Option<String>,
@@ -57,10 +98,15 @@ enum RunError {
 }
 
 impl RunError {
+    fn is_transient(&self) -> bool {
+        matches!(self, RunError::Connector(e) if e.is_transient())
+    }
+
     fn class(&self) -> &'static str {
-        match self {
-            RunError::Connector(e) => e.class(),
-            _ => "permanent",
+        if self.is_transient() {
+            "transient"
+        } else {
+            "permanent"
         }
     }
 }
@@ -68,97 +114,170 @@ impl RunError {
 struct Collected {
     fetched: usize,
     accepted: usize,
+    bytes: u64,
     rejected: Vec<Rejected>,
     checkpoint: Option<serde_json::Value>,
+    cursor: Option<serde_json::Value>,
 }
 
-pub async fn run(hub: &Hub, pipeline: &Arc<Pipeline>) -> RunReport {
+pub async fn run(hub: &Hub, pipeline: &Arc<Pipeline>, trigger: &str) -> RunReport {
     let run_id = uuid::Uuid::new_v4().to_string();
     let started_at = Utc::now();
-    let outcome = run_inner(hub, pipeline, &run_id, started_at).await;
+    let retry = &pipeline.run_retry;
+    let mut attempts = 0;
+    let outcome = loop {
+        attempts += 1;
+        match attempt(hub, pipeline, &run_id, started_at).await {
+            Err(e) if e.is_transient() && attempts < retry.attempts => {
+                let backoff = retry
+                    .initial_backoff_seconds
+                    .saturating_mul(1 << (attempts - 1).min(20))
+                    .min(retry.max_backoff_seconds);
+                // Half fixed, half random, so retrying pipelines do not return in step.
+                let wait = Duration::from_millis(backoff * 500 + jitter_ms(backoff * 500));
+                tracing::warn!(pipeline = %pipeline.name, attempt = attempts, error = %e, wait_s = wait.as_secs_f64(), "transient failure; retrying the run");
+                tokio::time::sleep(wait).await;
+            }
+            other => break other,
+        }
+    };
     let finished_at = Utc::now();
-    let report = match outcome {
-        Ok(c) => RunReport {
-            pipeline: pipeline.name.clone(),
-            run_id,
-            started_at,
-            finished_at,
-            status: if c.rejected.is_empty() {
+    let mut report = RunReport {
+        pipeline: pipeline.name.clone(),
+        run_id,
+        started_at,
+        finished_at,
+        status: RunStatus::Failed,
+        fetched: 0,
+        accepted: 0,
+        rejected: 0,
+        bytes: 0,
+        attempts,
+        trigger: trigger.to_string(),
+        error: None,
+        error_class: None,
+    };
+    match outcome {
+        Ok(c) => {
+            report.status = if c.rejected.is_empty() {
                 RunStatus::Succeeded
             } else {
                 RunStatus::Partial
-            },
-            fetched: c.fetched,
-            accepted: c.accepted,
-            rejected: c.rejected.len(),
-            error: None,
-            error_class: None,
-        },
-        Err(e) => RunReport {
-            pipeline: pipeline.name.clone(),
-            run_id,
-            started_at,
-            finished_at,
-            status: RunStatus::Failed,
-            fetched: 0,
-            accepted: 0,
-            rejected: 0,
-            error_class: Some(e.class().to_string()),
-            error: Some(e.to_string()),
-        },
-    };
-    match report.status {
-        RunStatus::Failed => tracing::warn!(
-            pipeline = %report.pipeline, run_id = %report.run_id,
-            error = report.error.as_deref().unwrap_or_default(), "run failed; nothing committed"
-        ),
-        _ => tracing::info!(
-            pipeline = %report.pipeline, run_id = %report.run_id, fetched = report.fetched,
-            accepted = report.accepted, rejected = report.rejected,
-            seconds = report.duration_seconds(), "run committed"
-        ),
+            };
+            report.fetched = c.fetched;
+            report.accepted = c.accepted;
+            report.rejected = c.rejected.len();
+            report.bytes = c.bytes;
+            tracing::info!(
+                pipeline = %report.pipeline, run_id = %report.run_id, fetched = report.fetched,
+                accepted = report.accepted, rejected = report.rejected,
+                seconds = report.duration_seconds(), "run finished"
+            );
+        }
+        Err(e) => {
+            report.error_class = Some(e.class().to_string());
+            report.error = Some(e.to_string());
+            tracing::warn!(pipeline = %report.pipeline, run_id = %report.run_id, error = %e, "run failed; nothing committed");
+        }
     }
     hub.record_run(&report);
     report
 }
 
-async fn run_inner(
+fn jitter_ms(bound: u64) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(bound);
+    h.finish() % bound.max(1)
+}
+
+/// Brings the stored position up to what the table says was committed.
+async fn recover(
+    hub: &Hub,
+    pipeline: &Pipeline,
+    mut state: PipelineState,
+) -> Result<PipelineState, RunError> {
+    let table = hub.table(&pipeline.name).await?;
+    let Some(committed) = TableStore::committed_position(&table, &pipeline.name).await? else {
+        return Ok(state);
+    };
+    if committed.sequence <= state.run_sequence {
+        return Ok(state);
+    }
+    tracing::warn!(
+        pipeline = %pipeline.name, committed = committed.sequence, saved = state.run_sequence,
+        "the last commit's position was not saved (the hub stopped in between); taking it from the table"
+    );
+    state.run_sequence = committed.sequence;
+    state.checkpoint = committed.checkpoint.or(state.checkpoint);
+    state.cursor = committed.cursor.or(state.cursor);
+    state.last_success = committed.committed_at.or(state.last_success);
+    hub.state.save(&pipeline.name, &state)?;
+    Ok(state)
+}
+
+async fn attempt(
     hub: &Hub,
     pipeline: &Arc<Pipeline>,
     run_id: &str,
     started_at: DateTime<Utc>,
 ) -> Result<Collected, RunError> {
-    let mut state = hub.state.load(&pipeline.name)?;
+    let state = hub.state.load(&pipeline.name)?;
+    let mut state = recover(hub, pipeline, state).await?;
     let connector = pipeline.source.build(&pipeline.build_context)?;
     let table = hub.table(&pipeline.name).await?;
     let mut writer = hub.store.begin_run(&pipeline.name, &table, &pipeline.key)?;
     drop(table);
-    let stream = connector.read(state.checkpoint.clone());
-    let collected = collect(hub, pipeline, stream, run_id, started_at, &mut writer).await?;
-    let now_micros = Utc::now().timestamp_micros();
+    let stream = connector.read(ReadContext {
+        checkpoint: state.checkpoint.clone(),
+        cursor: state.cursor.clone(),
+    });
+    let collected = collect(
+        hub,
+        pipeline,
+        stream,
+        run_id,
+        started_at,
+        &mut writer,
+        state.cursor.as_ref(),
+    )
+    .await?;
     if !collected.rejected.is_empty() {
-        let batch = quarantine::to_batch(&pipeline.name, run_id, &collected.rejected, now_micros)
-            .map_err(|e| RunError::Internal(format!("quarantine batch: {e}")))?;
+        let batch = quarantine::to_batch(
+            &pipeline.name,
+            run_id,
+            &collected.rejected,
+            Utc::now().timestamp_micros(),
+        )
+        .map_err(|e| RunError::Internal(format!("quarantine batch: {e}")))?;
         hub.append_quarantine(batch).await?;
     }
     let sequence = state.run_sequence + 1;
+    let checkpoint = collected.checkpoint.clone().or(state.checkpoint.take());
+    let cursor = collected.cursor.clone().or(state.cursor.take());
     let info = CommitInfo {
         pipeline: pipeline.name.clone(),
         run_id: run_id.to_string(),
-        checkpoint: collected.checkpoint.clone(),
+        run_sequence: sequence,
+        checkpoint: checkpoint.clone(),
+        cursor: cursor.clone(),
     };
-    hub.commit_dataset(pipeline, writer, &info, sequence)
-        .await?;
-    state.run_sequence = sequence;
-    if collected.checkpoint.is_some() {
-        state.checkpoint = collected.checkpoint.clone();
-    }
-    state.last_success = Some(Utc::now());
-    hub.state.save(&pipeline.name, &state)?;
+    hub.commit_dataset(pipeline, writer, &info).await?;
+    fault::crash_point("after-data-commit", &pipeline.name);
+    hub.state.save(
+        &pipeline.name,
+        &PipelineState {
+            checkpoint,
+            cursor,
+            run_sequence: sequence,
+            last_success: Some(Utc::now()),
+        },
+    )?;
     Ok(collected)
 }
 
-/// Reads the whole source, normalizing batches on blocking threads (two at a time, in order).
+/// Reads the whole source, normalizing batches on blocking threads (two at a time, in order),
+/// and streams the accepted rows into the run's writer.
 async fn collect(
     hub: &Hub,
     pipeline: &Arc<Pipeline>,
@@ -166,15 +285,19 @@ async fn collect(
     run_id: &str,
     started_at: DateTime<Utc>,
     writer: &mut RunWriter,
+    previous_cursor: Option<&serde_json::Value>,
 ) -> Result<Collected, RunError> {
     let normalizer = Arc::new(Normalizer::new(
         pipeline.schema.clone(),
         pipeline.coerce.clone(),
         hub.time_zone(),
     ));
+    let mut cursor = pipeline.cursor.as_ref().and_then(|c| {
+        let column = pipeline.schema.column(&c.field)?;
+        Some(CursorTracker::new(&c.field, column.kind, previous_cursor))
+    });
     let ingested_at = started_at.timestamp_micros();
     let run_id: Arc<str> = run_id.into();
-    let mut checkpoint = None;
     let mut normalized = stream
         .map(|event| {
             let normalizer = normalizer.clone();
@@ -182,12 +305,13 @@ async fn collect(
             async move {
                 match event? {
                     SourceEvent::Batch(batch) => {
+                        let bytes = batch.bytes;
                         let out = tokio::task::spawn_blocking(move || {
                             normalizer.normalize(batch, &run_id, ingested_at)
                         })
                         .await
                         .map_err(|e| RunError::Internal(format!("normalize task: {e}")))?;
-                        Ok::<_, RunError>((Some(out), None))
+                        Ok::<_, RunError>((Some((out, bytes)), None))
                     }
                     SourceEvent::Checkpoint(cp) => Ok((None, Some(cp))),
                 }
@@ -197,33 +321,42 @@ async fn collect(
     let mut collected = Collected {
         fetched: 0,
         accepted: 0,
+        bytes: 0,
         rejected: Vec::new(),
         checkpoint: None,
+        cursor: None,
     };
     while let Some(item) = normalized.next().await {
-        let (out, cp) = item?;
-        if let Some(Normalized {
-            fetched,
-            accepted,
-            rejected,
-        }) = out
+        let (out, checkpoint) = item?;
+        if let Some((
+            Normalized {
+                fetched,
+                accepted,
+                rejected,
+            },
+            bytes,
+        )) = out
         {
             collected.fetched += fetched;
+            collected.bytes += bytes;
             collected.rejected.extend(rejected);
             if let Some(batch) = accepted {
                 collected.accepted += batch.num_rows();
+                if let Some(c) = cursor.as_mut() {
+                    c.observe(&batch);
+                }
                 writer.write(batch).await.map_err(|source| {
                     crate::storage::StorageError::Delta {
                         table: pipeline.name.clone(),
-                        source,
+                        source: Box::new(source),
                     }
                 })?;
             }
         }
-        if cp.is_some() {
-            checkpoint = cp;
+        if checkpoint.is_some() {
+            collected.checkpoint = checkpoint;
         }
     }
-    collected.checkpoint = checkpoint;
+    collected.cursor = cursor.and_then(|c| c.value());
     Ok(collected)
 }

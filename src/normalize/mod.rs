@@ -129,8 +129,8 @@ impl Normalizer {
             match rows.finish(&self.schema.arrow, run_id, ingested_at_micros) {
                 Ok(b) => Some(b),
                 Err(e) => {
-                    // Builders follow the schema they were made from; reaching this is a bug,
-                    // and the batch's records are not silently lost: the run fails.
+                    // Builders follow the schema they were made from, so this is a bug; the
+                    // batch is not lost silently: it shows in quarantine and the run is partial.
                     tracing::error!(error = %e, "building the Arrow batch failed");
                     rejected.push(Rejected {
                         source: batch.source.clone(),
@@ -189,6 +189,7 @@ mod tests {
 
     fn batch(payloads: Vec<Payload>) -> RawBatch {
         RawBatch {
+            bytes: 0,
             source: "test".into(),
             records: payloads
                 .into_iter()

@@ -1,8 +1,8 @@
 //! Storage: one Delta Lake table per dataset under `<data_dir>/tables/`, plus the quarantine.
 //!
-//! A run is one commit: `commit_run` writes every accepted row of the run at once (append, or
-//! MERGE by key), so a crash mid-run leaves the table as it was. Tables go through
-//! `object_store` URLs, so pointing `tables` at S3 later is a change of URL, not of code.
+//! A run is one commit: `begin_run` / `finish_run` write every accepted row of the run at once
+//! (streamed append, or MERGE by key), so a crash mid-run leaves the table as it was. Tables
+//! are opened by URL through `object_store`; S3 needs deltalake's `s3` feature and a URL.
 
 mod dedupe;
 pub mod quarantine;
@@ -34,7 +34,7 @@ pub enum StorageError {
     Delta {
         table: String,
         #[source]
-        source: DeltaTableError,
+        source: Box<DeltaTableError>,
     },
     #[error("table {table}: {message}")]
     Other { table: String, message: String },
@@ -44,7 +44,7 @@ impl StorageError {
     fn delta(table: &str) -> impl FnOnce(DeltaTableError) -> StorageError + '_ {
         move |source| StorageError::Delta {
             table: table.to_string(),
-            source,
+            source: Box::new(source),
         }
     }
 }
@@ -55,7 +55,29 @@ impl StorageError {
 pub struct CommitInfo {
     pub pipeline: String,
     pub run_id: String,
+    /// The pipeline's run sequence; also written as the Delta `txn` version of the pipeline.
+    pub run_sequence: i64,
     pub checkpoint: Option<serde_json::Value>,
+    pub cursor: Option<serde_json::Value>,
+}
+
+/// What the table says the pipeline last committed.
+#[derive(Debug, Clone)]
+pub struct CommittedPosition {
+    pub sequence: i64,
+    pub checkpoint: Option<serde_json::Value>,
+    pub cursor: Option<serde_json::Value>,
+    pub committed_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+const META_PIPELINE: &str = "iochub.pipeline";
+const META_RUN_ID: &str = "iochub.run_id";
+const META_SEQUENCE: &str = "iochub.run_sequence";
+const META_CHECKPOINT: &str = "iochub.checkpoint";
+const META_CURSOR: &str = "iochub.cursor";
+
+fn app_id(pipeline: &str) -> String {
+    format!("iochub:{pipeline}")
 }
 
 /// Rows of a run on their way into a table.
@@ -178,9 +200,8 @@ impl TableStore {
         run: RunWriter,
         key: &[String],
         info: &CommitInfo,
-        run_sequence: i64,
     ) -> Result<DeltaTable, StorageError> {
-        let props = commit_properties(info, run_sequence);
+        let props = commit_properties(info);
         let batches = match run {
             RunWriter::Append { rows: 0, .. } => return Ok(table),
             RunWriter::Append { writer, .. } => {
@@ -300,6 +321,47 @@ impl TableStore {
             })
     }
 
+    /// The pipeline's last committed run as recorded in the table (its `txn` version and the
+    /// commit that carries it), or `None` if it never committed.
+    pub async fn committed_position(
+        table: &DeltaTable,
+        pipeline: &str,
+    ) -> Result<Option<CommittedPosition>, StorageError> {
+        let Ok(snapshot) = table.snapshot() else {
+            return Ok(None);
+        };
+        let version = snapshot
+            .transaction_version(table.log_store().as_ref(), app_id(pipeline))
+            .await
+            .map_err(StorageError::delta(pipeline))?;
+        let Some(sequence) = version else {
+            return Ok(None);
+        };
+        // The commit is normally the newest; look back a little in case others followed.
+        let history: Vec<deltalake::kernel::CommitInfo> = table
+            .history(Some(100))
+            .try_collect()
+            .await
+            .map_err(StorageError::delta(pipeline))?;
+        let commit = history.into_iter().find(|c| {
+            c.info.get(META_PIPELINE).and_then(|v| v.as_str()) == Some(pipeline)
+                && c.info.get(META_SEQUENCE).and_then(|v| v.as_i64()) == Some(sequence)
+        });
+        Ok(Some(CommittedPosition {
+            sequence,
+            checkpoint: commit
+                .as_ref()
+                .and_then(|c| c.info.get(META_CHECKPOINT).cloned()),
+            cursor: commit
+                .as_ref()
+                .and_then(|c| c.info.get(META_CURSOR).cloned()),
+            committed_at: commit
+                .as_ref()
+                .and_then(|c| c.timestamp)
+                .and_then(chrono::DateTime::from_timestamp_millis),
+        }))
+    }
+
     pub async fn stats_of(table: &DeltaTable) -> TableStats {
         let Ok(snapshot) = table.snapshot() else {
             return TableStats::default();
@@ -322,17 +384,18 @@ impl TableStore {
     }
 }
 
-fn commit_properties(info: &CommitInfo, run_sequence: i64) -> CommitProperties {
+fn commit_properties(info: &CommitInfo) -> CommitProperties {
     let mut metadata: HashMap<String, serde_json::Value> = HashMap::new();
-    metadata.insert("iochub.pipeline".into(), info.pipeline.clone().into());
-    metadata.insert("iochub.run_id".into(), info.run_id.clone().into());
+    metadata.insert(META_PIPELINE.into(), info.pipeline.clone().into());
+    metadata.insert(META_RUN_ID.into(), info.run_id.clone().into());
+    metadata.insert(META_SEQUENCE.into(), info.run_sequence.into());
     if let Some(cp) = &info.checkpoint {
-        metadata.insert("iochub.checkpoint".into(), cp.clone());
+        metadata.insert(META_CHECKPOINT.into(), cp.clone());
+    }
+    if let Some(cursor) = &info.cursor {
+        metadata.insert(META_CURSOR.into(), cursor.clone());
     }
     CommitProperties::default()
         .with_metadata(metadata)
-        .with_application_transaction(Transaction::new(
-            format!("iochub:{}", info.pipeline),
-            run_sequence,
-        ))
+        .with_application_transaction(Transaction::new(app_id(&info.pipeline), info.run_sequence))
 }

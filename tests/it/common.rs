@@ -52,6 +52,12 @@ impl TestHub {
 
     /// Adds `pipelines/<name>.toml` using the simple schema and the given `[source]` body.
     pub fn add_pipeline(&self, name: &str, key: &[&str], source: &str) {
+        self.add_pipeline_with(name, key, "", source);
+    }
+
+    /// Like `add_pipeline`, with extra top-level settings (`max_staleness = ...`) before
+    /// `[source]`; tables such as `[cursor]` may follow the source body in `source`.
+    pub fn add_pipeline_with(&self, name: &str, key: &[&str], settings: &str, source: &str) {
         let key = key
             .iter()
             .map(|k| format!("{k:?}"))
@@ -60,7 +66,7 @@ impl TestHub {
         let text = format!(
             "name = \"{name}\"\ntitle = \"Dữ liệu {name}\"\nsector = \"test\"\n\
              schema = \"../schemas/simple.schema.json\"\nkey = [{key}]\nsharing = \"default\"\n\
-             schedule = \"0 0 * * * *\"\n\n[source]\n{source}\n"
+             schedule = \"0 0 * * * *\"\n{settings}\n\n[source]\n{source}\n"
         );
         std::fs::write(self.path().join(format!("pipelines/{name}.toml")), text).unwrap();
     }
@@ -84,6 +90,11 @@ fn config_toml(extra_query: &str) -> String {
 id = "test"
 name = "Hub thử nghiệm"
 data_dir = "data"
+shutdown_grace_seconds = 1
+
+# Nothing listens on port 1, so `iochub run` in tests runs in-process.
+[http]
+addr = "127.0.0.1:1"
 
 [query]
 {extra_query}

@@ -29,7 +29,7 @@ async fn csv_with_bom_and_vietnamese_text_round_trips_exactly() {
     t.write("inbox/people.csv", csv);
     let hub = t.open().await;
 
-    let report = hub.run("people").await.unwrap();
+    let report = hub.run("people", "test").await.unwrap();
     assert_eq!(report.status, RunStatus::Partial, "{report:?}");
     assert_eq!(
         (report.fetched, report.accepted, report.rejected),
@@ -87,7 +87,7 @@ async fn jsonl_file_is_taken_once_and_bad_lines_are_quarantined() {
         "{\"id\": \"a\", \"n\": 1}\n\n{\"id\": \"b\", \"n\": \n{\"id\": \"c\", \"n\": -4}\r\n{\"id\": \"d\", \"n\": 2, \"day\": \"2025-02-30\"}\n",
     );
     let hub = t.open().await;
-    let first = hub.run("items").await.unwrap();
+    let first = hub.run("items", "test").await.unwrap();
     assert_eq!((first.fetched, first.accepted, first.rejected), (4, 1, 3));
     let q = rows(
         &hub,
@@ -103,12 +103,12 @@ async fn jsonl_file_is_taken_once_and_bad_lines_are_quarantined() {
         "format date is checked"
     );
 
-    let second = hub.run("items").await.unwrap();
+    let second = hub.run("items", "test").await.unwrap();
     assert_eq!(second.fetched, 0, "the same file is not read twice");
 
     // A new file is taken; the old one still is not.
     t.write("inbox/b.jsonl", "{\"id\": \"e\", \"n\": 5}\n");
-    let third = hub.run("items").await.unwrap();
+    let third = hub.run("items", "test").await.unwrap();
     assert_eq!((third.fetched, third.accepted), (1, 1));
     assert_eq!(count(&hub, "SELECT count(*) FROM items").await, 2);
 }
@@ -124,7 +124,7 @@ async fn files_being_written_are_not_taken() {
     t.write("inbox/fresh.jsonl", "{\"id\": \"a\", \"n\": 1}\n");
     let hub = t.open().await;
     assert_eq!(
-        hub.run("slow").await.unwrap().fetched,
+        hub.run("slow", "test").await.unwrap().fetched,
         0,
         "a file changed just now waits"
     );
@@ -139,7 +139,7 @@ async fn files_being_written_are_not_taken() {
     t2.write("inbox/.hidden.jsonl", "{\"id\": \"b\", \"n\": 1}\n");
     t2.write("inbox/done.jsonl", "{\"id\": \"c\", \"n\": 1}\n");
     let hub2 = t2.open().await;
-    let report = hub2.run("parts").await.unwrap();
+    let report = hub2.run("parts", "test").await.unwrap();
     assert_eq!(report.fetched, 1, "temporary and hidden names are skipped");
 }
 
@@ -156,7 +156,7 @@ async fn json_document_records_at_a_pointer() {
         json!({"data": {"items": [{"id": "x", "n": 1}, {"id": "y", "n": "two"}]}}).to_string(),
     );
     let hub = t.open().await;
-    let report = hub.run("doc").await.unwrap();
+    let report = hub.run("doc", "test").await.unwrap();
     assert_eq!((report.accepted, report.rejected), (1, 1));
     let q = rows(&hub, "SELECT location FROM quarantine").await;
     assert_eq!(q[0][0], json!("/data/items/1"));
@@ -175,7 +175,7 @@ async fn upsert_by_key_latest_wins_within_a_run_and_across_runs() {
         "{\"id\": \"a\", \"n\": 1}\n{\"id\": \"b\", \"n\": 1}\n{\"id\": \"a\", \"n\": 2}\n",
     );
     let hub = t.open().await;
-    hub.run("keyed").await.unwrap();
+    hub.run("keyed", "test").await.unwrap();
     assert_eq!(
         rows(&hub, "SELECT id, n FROM keyed ORDER BY id").await,
         vec![vec![json!("a"), json!(2)], vec![json!("b"), json!(1)]]
@@ -184,7 +184,7 @@ async fn upsert_by_key_latest_wins_within_a_run_and_across_runs() {
         "inbox/2.jsonl",
         "{\"id\": \"a\", \"n\": 3, \"name\": \"Ánh\"}\n{\"id\": \"c\", \"n\": 1}\n",
     );
-    hub.run("keyed").await.unwrap();
+    hub.run("keyed", "test").await.unwrap();
     assert_eq!(
         rows(&hub, "SELECT id, n, name FROM keyed ORDER BY id").await,
         vec![
@@ -208,9 +208,9 @@ async fn without_a_key_runs_append() {
         "{\"id\": \"a\", \"n\": 1}\n{\"id\": \"a\", \"n\": 1}\n",
     );
     let hub = t.open().await;
-    hub.run("log").await.unwrap();
+    hub.run("log", "test").await.unwrap();
     t.write("inbox/2.jsonl", "{\"id\": \"a\", \"n\": 1}\n");
-    hub.run("log").await.unwrap();
+    hub.run("log", "test").await.unwrap();
     assert_eq!(count(&hub, "SELECT count(*) FROM log").await, 3);
     let sources = rows(&hub, "SELECT DISTINCT _source FROM log ORDER BY _source").await;
     assert!(sources[0][0].as_str().unwrap().ends_with("inbox/1.jsonl"));
@@ -234,12 +234,12 @@ async fn committed_data_and_file_ledger_survive_a_restart() {
     );
     {
         let hub = t.open().await;
-        hub.run("kept").await.unwrap();
+        hub.run("kept", "test").await.unwrap();
     }
     let hub = t.open().await;
     assert_eq!(count(&hub, "SELECT sum(n) FROM kept").await, 3);
     assert_eq!(
-        hub.run("kept").await.unwrap().fetched,
+        hub.run("kept", "test").await.unwrap().fetched,
         0,
         "ledger kept across restart"
     );
@@ -261,7 +261,7 @@ async fn declared_coercions_apply_before_validation() {
         "id;n;day\nx;1.234.567;30/04/2025\ny;12;31/02/2025\n",
     );
     let hub = t.open().await;
-    let report = hub.run("vn").await.unwrap();
+    let report = hub.run("vn", "test").await.unwrap();
     assert_eq!((report.accepted, report.rejected), (1, 1));
     assert_eq!(
         rows(&hub, "SELECT n, CAST(day AS VARCHAR) FROM vn").await,

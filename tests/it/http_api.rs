@@ -20,7 +20,7 @@ async fn hub_with_data(extra_query: &str) -> (TestHub, std::net::SocketAddr) {
         "{\"id\": \"a\", \"n\": 1, \"name\": \"Rác thải ở chợ Tân Phú\"}\n{\"id\": \"b\", \"n\": 2, \"day\": \"2025-04-30\"}\n{\"id\": \"c\", \"n\": -1}\n",
     );
     let hub = t.open().await;
-    hub.run("items").await.unwrap();
+    hub.run("items", "test").await.unwrap();
     let addr = serve(hub).await;
     (t, addr)
 }

@@ -148,7 +148,7 @@ async fn every_pagination_style_reads_all_records() {
         ("by_link", 6),
         ("by_cursor", 6),
     ] {
-        let report = hub.run(name).await.unwrap();
+        let report = hub.run(name, "test").await.unwrap();
         assert_eq!(report.status, RunStatus::Succeeded, "{name}: {report:?}");
         assert_eq!(report.accepted, expected, "{name}");
         assert_eq!(
@@ -164,7 +164,7 @@ async fn server_error_then_success_is_retried() {
     let t = TestHub::new();
     t.add_pipeline("flaky", &["id"], &http_source(addr, "/flaky", ""));
     let hub = t.open().await;
-    let report = hub.run("flaky").await.unwrap();
+    let report = hub.run("flaky", "test").await.unwrap();
     assert_eq!(report.status, RunStatus::Succeeded, "{report:?}");
     assert_eq!(report.accepted, 3);
     assert_eq!(
@@ -180,7 +180,7 @@ async fn client_error_is_not_retried_and_commits_nothing() {
     let t = TestHub::new();
     t.add_pipeline("missing", &["id"], &http_source(addr, "/missing", ""));
     let hub = t.open().await;
-    let report = hub.run("missing").await.unwrap();
+    let report = hub.run("missing", "test").await.unwrap();
     assert_eq!(report.status, RunStatus::Failed);
     assert_eq!(report.error_class.as_deref(), Some("permanent"));
     assert!(
@@ -201,7 +201,7 @@ async fn a_body_that_is_not_json_fails_the_run_clearly() {
     let t = TestHub::new();
     t.add_pipeline("garbage", &["id"], &http_source(addr, "/garbage", ""));
     let hub = t.open().await;
-    let report = hub.run("garbage").await.unwrap();
+    let report = hub.run("garbage", "test").await.unwrap();
     assert_eq!(report.status, RunStatus::Failed);
     let error = report.error.unwrap();
     assert!(
@@ -215,10 +215,12 @@ async fn a_body_that_is_not_json_fails_the_run_clearly() {
 async fn a_hanging_source_times_out_and_is_retried_then_fails() {
     let addr = source().await;
     let t = TestHub::new();
-    t.add_pipeline("hang", &["id"], &http_source(addr, "/hang", ""));
+    // One attempt of the run: this is about the connector's own per-request retries.
+    let once = "[run_retry]\nattempts = 1\n";
+    t.add_pipeline("hang", &["id"], &(http_source(addr, "/hang", "") + once));
     let hub = t.open().await;
     let started = Instant::now();
-    let report = hub.run("hang").await.unwrap();
+    let report = hub.run("hang", "test").await.unwrap();
     let elapsed = started.elapsed();
     assert_eq!(report.status, RunStatus::Failed);
     assert_eq!(report.error_class.as_deref(), Some("transient"));
@@ -242,7 +244,7 @@ async fn bearer_token_comes_from_the_environment() {
     let hub = t.open().await;
     // SAFETY: this is the only test that reads or writes this variable.
     unsafe { std::env::remove_var("IOCHUB_TEST_SOURCE_TOKEN") };
-    let missing = hub.run("secure").await.unwrap();
+    let missing = hub.run("secure", "test").await.unwrap();
     assert!(
         missing
             .error
@@ -252,6 +254,6 @@ async fn bearer_token_comes_from_the_environment() {
         "{missing:?}"
     );
     unsafe { std::env::set_var("IOCHUB_TEST_SOURCE_TOKEN", "s3cret") };
-    let ok = hub.run("secure").await.unwrap();
+    let ok = hub.run("secure", "test").await.unwrap();
     assert_eq!(ok.accepted, 1, "{ok:?}");
 }

@@ -5,4 +5,6 @@ mod config_check;
 mod file_pipelines;
 mod http_api;
 mod http_source;
+mod run_state;
 mod samples;
+mod scheduling;

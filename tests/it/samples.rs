@@ -24,7 +24,7 @@ async fn sample_bad_records_end_up_in_quarantine_with_reasons() {
     };
     let config = config::load(&repo().join("config.toml"), &overrides).unwrap();
     let hub = Hub::open(config).await.unwrap();
-    let reports = hub.run_all().await;
+    let reports = hub.run_all("test").await;
     assert_eq!(reports.len(), 7);
     assert!(reports.iter().all(|r| r.error.is_none()), "{reports:#?}");
 

@@ -19,7 +19,7 @@ const MAX_RAW_BYTES: usize = 64 * 1024;
 pub fn read_file(
     path: &Path,
     config: &FileConfig,
-    send: impl FnMut(Vec<RawRecord>) -> bool,
+    send: impl FnMut(Vec<RawRecord>, u64) -> bool,
 ) -> Result<(), ConnectorError> {
     let io = |source| ConnectorError::Io {
         path: path.to_path_buf(),
@@ -46,19 +46,26 @@ fn skip_bom(reader: &mut BufReader<File>) -> std::io::Result<u64> {
 
 struct Batcher<F> {
     batch: Vec<RawRecord>,
+    bytes: u64,
     size: usize,
     send: F,
     open: bool,
 }
 
-impl<F: FnMut(Vec<RawRecord>) -> bool> Batcher<F> {
+impl<F: FnMut(Vec<RawRecord>, u64) -> bool> Batcher<F> {
     fn new(size: usize, send: F) -> Self {
         Batcher {
             batch: Vec::with_capacity(size),
+            bytes: 0,
             size,
             send,
             open: true,
         }
+    }
+
+    /// Counts bytes read for the batch being filled.
+    fn add_bytes(&mut self, n: usize) {
+        self.bytes += n as u64;
     }
 
     /// Returns false once the receiver is gone.
@@ -73,7 +80,8 @@ impl<F: FnMut(Vec<RawRecord>) -> bool> Batcher<F> {
     fn flush(&mut self) {
         if !self.batch.is_empty() && self.open {
             let full = std::mem::replace(&mut self.batch, Vec::with_capacity(self.size));
-            self.open = (self.send)(full);
+            let bytes = std::mem::take(&mut self.bytes);
+            self.open = (self.send)(full, bytes);
         }
     }
 }
@@ -92,16 +100,18 @@ fn unreadable(location: String, raw: &[u8], error: String) -> RawRecord {
 fn read_jsonl(
     mut reader: impl BufRead,
     batch_size: usize,
-    send: impl FnMut(Vec<RawRecord>) -> bool,
+    send: impl FnMut(Vec<RawRecord>, u64) -> bool,
 ) -> std::io::Result<()> {
     let mut out = Batcher::new(batch_size, send);
     let mut line = Vec::with_capacity(4096);
     let mut number = 0u64;
     loop {
         line.clear();
-        if reader.read_until(b'\n', &mut line)? == 0 {
+        let read = reader.read_until(b'\n', &mut line)?;
+        if read == 0 {
             break;
         }
+        out.add_bytes(read);
         number += 1;
         let text = trim_line_end(&line);
         if text.iter().all(u8::is_ascii_whitespace) {
@@ -136,11 +146,12 @@ fn trim_line_end(line: &[u8]) -> &[u8] {
 fn read_json(
     mut reader: impl Read,
     config: &FileConfig,
-    send: impl FnMut(Vec<RawRecord>) -> bool,
+    send: impl FnMut(Vec<RawRecord>, u64) -> bool,
 ) -> std::io::Result<()> {
     let mut out = Batcher::new(config.batch_size, send);
     let mut text = Vec::new();
     reader.read_to_end(&mut text)?;
+    out.add_bytes(text.len());
     let document: Value = match serde_json::from_slice(&text) {
         Ok(v) => v,
         Err(e) => {
@@ -201,7 +212,7 @@ fn read_csv(
     reader: BufReader<File>,
     bom_len: u64,
     config: &FileConfig,
-    send: impl FnMut(Vec<RawRecord>) -> bool,
+    send: impl FnMut(Vec<RawRecord>, u64) -> bool,
 ) -> Result<(), ConnectorError> {
     let io = |source| ConnectorError::Io {
         path: path.to_path_buf(),
@@ -229,6 +240,7 @@ fn read_csv(
             Err(e) => return Err(io(std::io::Error::other(e))),
         }
         number += 1;
+        out.add_bytes(row.as_slice().len() + row.len());
         let location = format!("row {number}");
         let record = if row.len() != headers.len() {
             let offset = row.position().map(|p| p.byte()).unwrap_or(0) + bom_len;

@@ -18,7 +18,7 @@ use futures::StreamExt;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use crate::record::{RawBatch, SourceEvent, SourceStream};
+use crate::record::{RawBatch, ReadContext, SourceEvent, SourceStream};
 use crate::registry::BuildContext;
 use crate::{Connector, ConnectorError};
 use ledger::{FileStamp, Ledger};
@@ -94,11 +94,15 @@ impl FileConfig {
         if !problems.is_empty() {
             return Err(ConnectorError::Config(problems.join("; ")));
         }
+        // The ledger remembers files by path: make it canonical, so the same file reached
+        // through `pipelines/../samples` or an absolute config path is still the same file.
+        let base = std::fs::canonicalize(&ctx.base_dir).unwrap_or_else(|_| ctx.base_dir.clone());
         let pattern = if Path::new(&self.path).is_absolute() {
             PathBuf::from(&self.path)
         } else {
-            ctx.base_dir.join(&self.path)
+            base.join(&self.path)
         };
+        let pattern = normalize_path(&pattern);
         Ok(Box::new(FileConnector {
             pattern: pattern.to_string_lossy().into_owned(),
             config: self.clone(),
@@ -159,6 +163,22 @@ impl FileConnector {
     }
 }
 
+/// Removes `.` and `..` parts without touching the file system (the glob may not match yet).
+fn normalize_path(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
 fn is_temporary_name(path: &Path) -> bool {
     let name = path
         .file_name()
@@ -168,8 +188,8 @@ fn is_temporary_name(path: &Path) -> bool {
 }
 
 impl Connector for FileConnector {
-    fn read(&self, checkpoint: Option<serde_json::Value>) -> SourceStream {
-        let mut ledger = Ledger::from_checkpoint(checkpoint);
+    fn read(&self, context: ReadContext) -> SourceStream {
+        let mut ledger = Ledger::from_checkpoint(context.checkpoint);
         let files = match self.pending_files(&ledger) {
             Ok(f) => f,
             Err(e) => return futures::stream::once(async move { Err(e) }).boxed(),
@@ -181,10 +201,11 @@ impl Connector for FileConnector {
         tokio::task::spawn_blocking(move || {
             for (path, stamp) in files {
                 let source: Arc<str> = path.to_string_lossy().into();
-                let send = |records| {
+                let send = |records, bytes| {
                     tx.blocking_send(Ok(SourceEvent::Batch(RawBatch {
                         source: source.clone(),
                         records,
+                        bytes,
                     })))
                     .is_ok()
                 };

@@ -16,7 +16,7 @@ use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::record::{Payload, RawBatch, RawRecord, SourceEvent, SourceStream};
+use crate::record::{Payload, RawBatch, RawRecord, ReadContext, SourceEvent, SourceStream};
 use crate::registry::BuildContext;
 use crate::retry::RetryConfig;
 use crate::{Connector, ConnectorError};
@@ -72,6 +72,10 @@ pub struct HttpJsonConfig {
     /// A guard against a server that never stops paginating.
     #[serde(default = "default_max_pages")]
     pub max_pages: u32,
+    /// Incremental reads: the pipeline's cursor (the largest value of its cursor field
+    /// committed so far) is sent in this query parameter, e.g. `updated_since`.
+    #[serde(default)]
+    pub cursor_param: Option<String>,
 }
 
 fn default_timeout() -> u64 {
@@ -153,11 +157,15 @@ struct HttpJsonConnector {
 }
 
 impl Connector for HttpJsonConnector {
-    fn read(&self, _checkpoint: Option<Value>) -> SourceStream {
+    fn read(&self, context: ReadContext) -> SourceStream {
         let inner = self.inner.clone();
         async_stream::try_stream! {
             let config = &inner.config;
-            let mut request = pagination::first_request(config)?;
+            let resume = pagination::resume_token(config, context.checkpoint.as_ref());
+            let cursor = context.cursor.as_ref().zip(config.cursor_param.as_deref());
+            let start = pagination::start_url(config, cursor)?;
+            let mut request = pagination::first_request(config, &start, resume.as_deref())?;
+            let mut last_token = resume;
             let mut page = 0u32;
             while let Some(url) = request.take() {
                 page += 1;
@@ -187,8 +195,18 @@ impl Connector for HttpJsonConnector {
                         payload: Payload::Json(v.clone()),
                     })
                     .collect();
-                yield SourceEvent::Batch(RawBatch { source: url.as_str().into(), records });
-                request = pagination::next_request(config, &url, &document, count)?;
+                yield SourceEvent::Batch(RawBatch {
+                    source: url.as_str().into(),
+                    records,
+                    bytes: body.len() as u64,
+                });
+                if let Some(token) = pagination::token_in(config, &document) {
+                    last_token = Some(token);
+                }
+                request = pagination::next_request(config, &start, &url, &document, count)?;
+            }
+            if let Some(token) = last_token.filter(|_| pagination::resumes(config)) {
+                yield SourceEvent::Checkpoint(serde_json::json!({ "token": token }));
             }
         }
         .boxed()

@@ -28,8 +28,15 @@ pub enum Pagination {
     },
     /// The body holds the URL of the next page (absolute or relative) at `pointer`.
     NextLink { pointer: String },
-    /// The body holds a token at `pointer`, sent back as query parameter `param`.
-    Cursor { pointer: String, param: String },
+    /// The body holds a token at `pointer`, sent back as query parameter `param`. With
+    /// `resume = true` the last token seen is kept in the checkpoint and the next run starts
+    /// from it (a change feed), instead of from the first page.
+    Cursor {
+        pointer: String,
+        param: String,
+        #[serde(default)]
+        resume: bool,
+    },
 }
 
 fn one() -> u64 {
@@ -88,16 +95,69 @@ fn with_params(mut url: Url, params: &[(&str, String)]) -> Url {
     url
 }
 
-pub fn first_request(config: &HttpJsonConfig) -> Result<Option<Url>, ConnectorError> {
-    let base = base_url(config)?;
+/// The token to start from, when the pagination resumes and a previous run left one.
+pub fn resume_token(config: &HttpJsonConfig, checkpoint: Option<&Value>) -> Option<String> {
+    if !resumes(config) {
+        return None;
+    }
+    checkpoint?.get("token")?.as_str().map(str::to_string)
+}
+
+pub fn resumes(config: &HttpJsonConfig) -> bool {
+    matches!(
+        config.pagination,
+        Some(Pagination::Cursor { resume: true, .. })
+    )
+}
+
+/// The non-empty token in a page's body, for cursor pagination.
+pub fn token_in(config: &HttpJsonConfig, document: &Value) -> Option<String> {
+    let Some(Pagination::Cursor { pointer, .. }) = &config.pagination else {
+        return None;
+    };
+    match document.pointer(pointer)? {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// The URL every page starts from: the configured URL and query, plus the cursor parameter.
+pub fn start_url(
+    config: &HttpJsonConfig,
+    cursor: Option<(&Value, &str)>,
+) -> Result<Url, ConnectorError> {
+    let mut base = base_url(config)?;
+    if let Some((value, param)) = cursor {
+        let text = match value {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        base = with_params(base, &[(param, text)]);
+    }
+    Ok(base)
+}
+
+pub fn first_request(
+    config: &HttpJsonConfig,
+    start: &Url,
+    resume: Option<&str>,
+) -> Result<Option<Url>, ConnectorError> {
+    let base = start.clone();
+    if let (Some(token), Some(Pagination::Cursor { param, .. })) = (resume, &config.pagination) {
+        return Ok(Some(with_params(
+            base,
+            &[(param.as_str(), token.to_string())],
+        )));
+    }
     Ok(Some(match &config.pagination {
         Some(Pagination::Page {
             param,
-            start,
+            start: first_page,
             size_param,
             size,
         }) => {
-            let mut params = vec![(param.as_str(), start.to_string())];
+            let mut params = vec![(param.as_str(), first_page.to_string())];
             if let (Some(sp), Some(s)) = (size_param, size) {
                 params.push((sp.as_str(), s.to_string()));
             }
@@ -121,6 +181,7 @@ pub fn first_request(config: &HttpJsonConfig) -> Result<Option<Url>, ConnectorEr
 /// The next page's URL, or `None` when the last page has been read.
 pub fn next_request(
     config: &HttpJsonConfig,
+    start: &Url,
     current: &Url,
     document: &Value,
     records_on_page: usize,
@@ -136,19 +197,19 @@ pub fn next_request(
         None => None,
         Some(Pagination::Page {
             param,
-            start,
+            start: first_page,
             size_param,
             size,
         }) => {
             if count == 0 || size.is_some_and(|s| count < s) {
                 return Ok(None);
             }
-            let next = query_value(param).unwrap_or(*start) + 1;
+            let next = query_value(param).unwrap_or(*first_page) + 1;
             let mut params = vec![(param.as_str(), next.to_string())];
             if let (Some(sp), Some(s)) = (size_param, size) {
                 params.push((sp.as_str(), s.to_string()));
             }
-            Some(with_params(base_url(config)?, &params))
+            Some(with_params(start.clone(), &params))
         }
         Some(Pagination::Offset {
             param,
@@ -160,7 +221,7 @@ pub fn next_request(
             }
             let next = query_value(param).unwrap_or(0) + count;
             Some(with_params(
-                base_url(config)?,
+                start.clone(),
                 &[
                     (param.as_str(), next.to_string()),
                     (limit_param.as_str(), limit.to_string()),
@@ -187,7 +248,7 @@ pub fn next_request(
                 });
             }
         },
-        Some(Pagination::Cursor { pointer, param }) => {
+        Some(Pagination::Cursor { pointer, param, .. }) => {
             let token = match document.pointer(pointer) {
                 None | Some(Value::Null) => return Ok(None),
                 Some(Value::String(s)) if s.is_empty() => return Ok(None),
@@ -200,7 +261,7 @@ pub fn next_request(
                     });
                 }
             };
-            Some(with_params(base_url(config)?, &[(param.as_str(), token)]))
+            Some(with_params(start.clone(), &[(param.as_str(), token)]))
         }
     })
 }

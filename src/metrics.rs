@@ -1,0 +1,179 @@
+//! Every metric the hub exports, in one place (`GET /metrics`, Prometheus/OpenMetrics text).
+//! Names follow Prometheus conventions: `iochub_` prefix, `_total` counters, `_seconds` units.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::ingest::RunReport;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PipelineLabels {
+    pub pipeline: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RunLabels {
+    pub pipeline: String,
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DatasetLabels {
+    pub dataset: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub route: String,
+    pub method: String,
+    pub status: u16,
+}
+
+type DurationFamily = Family<PipelineLabels, Histogram, fn() -> Histogram>;
+
+fn duration_histogram() -> Histogram {
+    // 0.05 s to about 14 minutes.
+    Histogram::new(exponential_buckets(0.05, 2.0, 15))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    runs: Family<RunLabels, Counter>,
+    runs_skipped: Family<PipelineLabels, Counter>,
+    records_accepted: Family<PipelineLabels, Counter>,
+    records_rejected: Family<PipelineLabels, Counter>,
+    run_duration: DurationFamily,
+    freshness: Family<DatasetLabels, Gauge<f64, AtomicU64>>,
+    stale: Family<DatasetLabels, Gauge>,
+    http_requests: Family<HttpLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("iochub");
+        let runs = Family::<RunLabels, Counter>::default();
+        registry.register("runs", "Pipeline runs by outcome", runs.clone());
+        let runs_skipped = Family::<PipelineLabels, Counter>::default();
+        registry.register(
+            "runs_skipped",
+            "Scheduled fires skipped because the pipeline was still running",
+            runs_skipped.clone(),
+        );
+        let records_accepted = Family::<PipelineLabels, Counter>::default();
+        registry.register(
+            "records_accepted",
+            "Records stored in the dataset",
+            records_accepted.clone(),
+        );
+        let records_rejected = Family::<PipelineLabels, Counter>::default();
+        registry.register(
+            "records_rejected",
+            "Records sent to quarantine",
+            records_rejected.clone(),
+        );
+        let run_duration: DurationFamily = Family::new_with_constructor(duration_histogram);
+        registry.register(
+            "run_duration_seconds",
+            "Duration of pipeline runs",
+            run_duration.clone(),
+        );
+        let freshness = Family::<DatasetLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "dataset_freshness_seconds",
+            "Seconds since the dataset's last successful ingest",
+            freshness.clone(),
+        );
+        let stale = Family::<DatasetLabels, Gauge>::default();
+        registry.register(
+            "dataset_stale",
+            "1 when the dataset is older than its max_staleness",
+            stale.clone(),
+        );
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests by route and status",
+            http_requests.clone(),
+        );
+        Metrics {
+            registry,
+            runs,
+            runs_skipped,
+            records_accepted,
+            records_rejected,
+            run_duration,
+            freshness,
+            stale,
+            http_requests,
+        }
+    }
+
+    pub fn observe_run(&self, run: &RunReport) {
+        let pipeline = PipelineLabels {
+            pipeline: run.pipeline.clone(),
+        };
+        self.runs
+            .get_or_create(&RunLabels {
+                pipeline: run.pipeline.clone(),
+                status: run.status.as_str().to_string(),
+            })
+            .inc();
+        self.records_accepted
+            .get_or_create(&pipeline)
+            .inc_by(run.accepted as u64);
+        self.records_rejected
+            .get_or_create(&pipeline)
+            .inc_by(run.rejected as u64);
+        self.run_duration
+            .get_or_create(&pipeline)
+            .observe(run.duration_seconds());
+    }
+
+    pub fn observe_skip(&self, pipeline: &str) {
+        self.runs_skipped
+            .get_or_create(&PipelineLabels {
+                pipeline: pipeline.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn observe_http(&self, route: &str, method: &str, status: u16) {
+        self.http_requests
+            .get_or_create(&HttpLabels {
+                route: route.to_string(),
+                method: method.to_string(),
+                status,
+            })
+            .inc();
+    }
+
+    pub fn set_freshness(&self, dataset: &str, seconds: Option<f64>, stale: bool) {
+        let labels = DatasetLabels {
+            dataset: dataset.to_string(),
+        };
+        if let Some(s) = seconds {
+            self.freshness.get_or_create(&labels).set(s);
+        }
+        self.stale.get_or_create(&labels).set(i64::from(stale));
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

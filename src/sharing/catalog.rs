@@ -1,0 +1,296 @@
+//! A consumer's own SQL catalog: only views built from its `Visibility`, so no SQL form
+//! (`SELECT *`, joins, subqueries, CTEs, UNION, information_schema, table functions) can reach
+//! around it. Enforcement by construction, not by rewriting SQL text; plus a check of every
+//! plan before it runs (defense in depth).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::datatypes::DataType;
+use datafusion::catalog::view::ViewTable;
+use datafusion::catalog::{
+    CatalogProvider, CatalogProviderList, MemoryCatalogProvider, MemoryCatalogProviderList,
+    MemorySchemaProvider, SchemaProvider, TableProvider,
+};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{Column, DFSchema, ScalarValue, TableReference};
+use datafusion::datasource::{provider_as_source, source_as_provider};
+use datafusion::error::DataFusionError;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, cast, col, lit};
+use datafusion::prelude::{SQLOptions, SessionContext};
+
+use super::masks::{mask_initials_udf, mask_phone_udf};
+use super::{ColumnView, DatasetView, Grant, Mask, QuarantineScope, Visibility};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// A grant that cannot be compiled fails the query rather than returning data.
+    #[error("share {name:?} cannot be used: {message}")]
+    Grant { name: String, message: String },
+    #[error("building the catalog: {0}")]
+    Internal(String),
+}
+
+/// What a consumer's catalog is built from.
+pub struct Sources<'a> {
+    /// Every dataset's table, unmasked. Never registered in a consumer's catalog as is.
+    pub datasets: &'a HashMap<String, Arc<dyn TableProvider>>,
+    pub quarantine: Arc<dyn TableProvider>,
+    /// The audit log, for consumers who may read it.
+    pub audit: Option<Arc<dyn TableProvider>>,
+}
+
+/// Refuses a plan that scans a raw dataset table outside the consumer's views.
+pub struct PlanGuard {
+    raw: Vec<Arc<dyn TableProvider>>,
+}
+
+fn same(a: &Arc<dyn TableProvider>, b: &Arc<dyn TableProvider>) -> bool {
+    std::ptr::eq(Arc::as_ptr(a) as *const (), Arc::as_ptr(b) as *const ())
+}
+
+impl PlanGuard {
+    pub fn check(&self, plan: &LogicalPlan) -> Result<(), String> {
+        let mut bypass = false;
+        let walk = plan.apply_with_subqueries(|node| {
+            if let LogicalPlan::TableScan(scan) = node
+                && let Ok(provider) = source_as_provider(&scan.source)
+                && self.raw.iter().any(|r| same(r, &provider))
+            {
+                bypass = true;
+                return Ok(TreeNodeRecursion::Stop);
+            }
+            Ok(TreeNodeRecursion::Continue)
+        });
+        if walk.is_err() || bypass {
+            return Err("the query reaches data outside your catalog; refused".into());
+        }
+        Ok(())
+    }
+}
+
+fn internal(e: DataFusionError) -> CatalogError {
+    CatalogError::Internal(e.strip_backtrace())
+}
+
+const BASE: &str = "base";
+
+fn base_scan(
+    name: &str,
+    provider: &Arc<dyn TableProvider>,
+) -> Result<LogicalPlanBuilder, DataFusionError> {
+    LogicalPlanBuilder::scan(
+        TableReference::partial(BASE, name),
+        provider_as_source(provider.clone()),
+        None,
+    )
+}
+
+fn masked(column: Expr, mask: Mask, data_type: &DataType) -> Expr {
+    match mask {
+        Mask::Phone => mask_phone_udf().call(vec![cast(column, DataType::Utf8)]),
+        Mask::Initials => mask_initials_udf().call(vec![cast(column, DataType::Utf8)]),
+        Mask::RoundCoordinates => {
+            datafusion::functions::math::round().call(vec![column, lit(2i64)])
+        }
+        Mask::Hide => cast(lit(ScalarValue::Null), data_type.clone()),
+    }
+}
+
+/// `SELECT <columns, masked> FROM base.<dataset>` as a view.
+fn dataset_view(
+    view: &DatasetView,
+    provider: &Arc<dyn TableProvider>,
+) -> Result<Arc<dyn TableProvider>, DataFusionError> {
+    let schema = provider.schema();
+    let relation = TableReference::partial(BASE, view.dataset.as_str());
+    let exprs: Vec<Expr> = view
+        .columns
+        .iter()
+        .filter_map(|(name, access)| {
+            let field = schema.field_with_name(name).ok()?;
+            let column = col(Column::new(Some(relation.clone()), name));
+            let expr = match access {
+                ColumnView::Clear => column,
+                ColumnView::Masked(mask) => masked(column, *mask, field.data_type()),
+            };
+            Some(expr.alias(name))
+        })
+        .collect();
+    let plan = base_scan(&view.dataset, provider)?
+        .project(exprs)?
+        .build()?;
+    Ok(Arc::new(ViewTable::new(plan, None)))
+}
+
+async fn share_view(
+    grant: &Grant,
+    sources: &Sources<'_>,
+    owner: &SessionContext,
+) -> Result<Arc<dyn TableProvider>, CatalogError> {
+    let fail = |message: String| CatalogError::Grant {
+        name: grant.name.clone(),
+        message,
+    };
+    let plan = match (&grant.dataset, &grant.sql) {
+        (Some(dataset), None) => {
+            let provider = sources
+                .datasets
+                .get(dataset)
+                .ok_or_else(|| fail(format!("dataset {dataset:?} no longer exists")))?;
+            let mut builder =
+                base_scan(dataset, provider).map_err(|e| fail(e.strip_backtrace()))?;
+            if let Some(filter) = &grant.row_filter {
+                let schema: DFSchema = builder.schema().as_ref().clone();
+                let predicate = owner
+                    .parse_sql_expr(filter, &schema)
+                    .map_err(|e| fail(format!("row filter: {}", e.strip_backtrace())))?;
+                builder = builder
+                    .filter(predicate)
+                    .map_err(|e| fail(e.strip_backtrace()))?;
+            }
+            if let Some(columns) = &grant.columns {
+                let exprs: Vec<Expr> = columns
+                    .iter()
+                    .map(|c| {
+                        col(Column::new(
+                            Some(TableReference::partial(BASE, dataset.as_str())),
+                            c,
+                        ))
+                    })
+                    .collect();
+                builder = builder
+                    .project(exprs)
+                    .map_err(|e| fail(e.strip_backtrace()))?;
+            }
+            builder.build().map_err(|e| fail(e.strip_backtrace()))?
+        }
+        (None, Some(sql)) => {
+            let plan = owner
+                .state()
+                .create_logical_plan(sql)
+                .await
+                .map_err(|e| fail(e.strip_backtrace()))?;
+            read_only()
+                .verify_plan(&plan)
+                .map_err(|e| fail(e.strip_backtrace()))?;
+            plan
+        }
+        _ => {
+            return Err(fail(
+                "a share names either a dataset or an SQL query".into(),
+            ));
+        }
+    };
+    Ok(Arc::new(ViewTable::new(plan, None)))
+}
+
+pub fn read_only() -> SQLOptions {
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
+}
+
+/// A context in which every dataset is registered unmasked under its name: where share
+/// queries written by the managing office are planned, never where consumers query.
+fn owner_context(
+    base: &SessionContext,
+    sources: &Sources<'_>,
+) -> Result<SessionContext, CatalogError> {
+    let (ctx, public, _) = empty_context(base)?;
+    for (name, provider) in sources.datasets {
+        public
+            .register_table(name.clone(), provider.clone())
+            .map_err(internal)?;
+    }
+    Ok(ctx)
+}
+
+fn empty_context(
+    base: &SessionContext,
+) -> Result<
+    (
+        SessionContext,
+        Arc<MemorySchemaProvider>,
+        Arc<MemorySchemaProvider>,
+    ),
+    CatalogError,
+> {
+    let catalogs = Arc::new(MemoryCatalogProviderList::new());
+    let catalog = Arc::new(MemoryCatalogProvider::new());
+    let public = Arc::new(MemorySchemaProvider::new());
+    let share = Arc::new(MemorySchemaProvider::new());
+    catalog
+        .register_schema("public", public.clone())
+        .map_err(internal)?;
+    catalog
+        .register_schema("share", share.clone())
+        .map_err(internal)?;
+    let options = base.state().config().options().catalog.clone();
+    catalogs.register_catalog(options.default_catalog, catalog);
+    let state = SessionStateBuilder::new_from_existing(base.state())
+        .with_catalog_list(catalogs)
+        .build();
+    Ok((SessionContext::new_with_state(state), public, share))
+}
+
+/// The consumer's context and the guard its plans must pass.
+pub async fn consumer_context(
+    base: &SessionContext,
+    sources: &Sources<'_>,
+    visibility: &Visibility,
+) -> Result<(SessionContext, PlanGuard), CatalogError> {
+    let (ctx, public, share) = empty_context(base)?;
+    for view in &visibility.datasets {
+        if let Some(provider) = sources.datasets.get(&view.dataset) {
+            let table = dataset_view(view, provider).map_err(internal)?;
+            public
+                .register_table(view.dataset.clone(), table)
+                .map_err(internal)?;
+        }
+    }
+    if !visibility.shares.is_empty() {
+        let owner = owner_context(base, sources)?;
+        for grant in &visibility.shares {
+            let view = share_view(grant, sources, &owner).await?;
+            share
+                .register_table(grant.name.clone(), view)
+                .map_err(internal)?;
+        }
+    }
+    match &visibility.quarantine {
+        QuarantineScope::None => {}
+        QuarantineScope::All => {
+            public
+                .register_table(
+                    crate::storage::quarantine::TABLE.into(),
+                    sources.quarantine.clone(),
+                )
+                .map_err(internal)?;
+        }
+        QuarantineScope::Datasets(names) => {
+            let list: Vec<Expr> = names.iter().map(|n| lit(n.as_str())).collect();
+            let plan = base_scan(crate::storage::quarantine::TABLE, &sources.quarantine)
+                .and_then(|b| b.filter(col("dataset").in_list(list, false)))
+                .and_then(|b| b.build())
+                .map_err(internal)?;
+            public
+                .register_table(
+                    crate::storage::quarantine::TABLE.into(),
+                    Arc::new(ViewTable::new(plan, None)),
+                )
+                .map_err(internal)?;
+        }
+    }
+    if visibility.audit
+        && let Some(audit) = &sources.audit
+    {
+        public
+            .register_table("audit".into(), audit.clone())
+            .map_err(internal)?;
+    }
+    let raw = sources.datasets.values().cloned().collect();
+    Ok((ctx, PlanGuard { raw }))
+}

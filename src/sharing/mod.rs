@@ -1,0 +1,176 @@
+//! Sharing (Decree 47/2020 terms): who may see what, and the catalog each consumer queries.
+//!
+//! `visibility` is the one answer to "what may consumer C see" (datasets, columns and how
+//! they are masked, special shares, quarantine, audit). Every interface builds on it: SQL
+//! over HTTP and the catalog call `catalog::consumer_context`, which holds only views built
+//! from that answer; later the feed and the PostgreSQL endpoint do the same.
+//!
+//! Rules: a `default` dataset is readable by every registered consumer with its personal
+//! data (`x-pii`) masked; the publishers of a dataset see it unmasked (it is their data); a
+//! `special` dataset is invisible except to its publishers and through approved shares; an
+//! approved share shows exactly its columns and rows, unmasked (the grant covers them), until
+//! its end date. Quarantine: admins all, publishers their datasets'. Audit: admins.
+
+pub mod catalog;
+pub mod consumers;
+pub mod masks;
+pub mod rate_limit;
+
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+
+pub use consumers::{Consumer, ConsumerConfig, Consumers, FocalOfficer, GeneratedToken, Role};
+
+use crate::config::{Pipeline, Sharing};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mask {
+    Phone,
+    Initials,
+    Hide,
+    RoundCoordinates,
+}
+
+impl Mask {
+    /// The schema's `x-mask`; personal data without one is hidden.
+    pub fn parse(text: Option<&str>) -> Mask {
+        match text {
+            Some("phone") => Mask::Phone,
+            Some("initials") => Mask::Initials,
+            Some("round-coordinates") => Mask::RoundCoordinates,
+            _ => Mask::Hide,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ColumnView {
+    Clear,
+    Masked(Mask),
+}
+
+#[derive(Debug, Clone)]
+pub struct DatasetView {
+    pub dataset: String,
+    pub columns: Vec<(String, ColumnView)>,
+}
+
+/// An approved special-request share (from a request, or pre-approved in `grants/*.toml`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    pub id: String,
+    /// The view is `share.<name>`.
+    pub name: String,
+    pub consumer: String,
+    pub purpose: String,
+    pub legal_basis: String,
+    /// Either a dataset with optional columns and row filter...
+    pub dataset: Option<String>,
+    pub columns: Option<Vec<String>>,
+    pub row_filter: Option<String>,
+    /// ...or one SQL SELECT over datasets.
+    pub sql: Option<String>,
+    /// The last day the share works.
+    pub end_date: NaiveDate,
+}
+
+impl Grant {
+    pub fn active_on(&self, day: NaiveDate) -> bool {
+        day <= self.end_date
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QuarantineScope {
+    None,
+    All,
+    Datasets(Vec<String>),
+}
+
+#[derive(Debug, Clone)]
+pub struct Visibility {
+    pub consumer: String,
+    pub role: Role,
+    pub datasets: Vec<DatasetView>,
+    pub shares: Vec<Grant>,
+    pub quarantine: QuarantineScope,
+    pub audit: bool,
+}
+
+impl Visibility {
+    pub fn dataset(&self, name: &str) -> Option<&DatasetView> {
+        self.datasets.iter().find(|d| d.dataset == name)
+    }
+
+    pub fn may_read_quarantine_of(&self, dataset: &str) -> bool {
+        match &self.quarantine {
+            QuarantineScope::All => true,
+            QuarantineScope::Datasets(ds) => ds.iter().any(|d| d == dataset),
+            QuarantineScope::None => false,
+        }
+    }
+}
+
+/// What `consumer` may see today, given the pipelines and the approved grants.
+pub fn visibility(
+    consumer: &Consumer,
+    pipelines: &[std::sync::Arc<Pipeline>],
+    grants: &[Grant],
+    today: NaiveDate,
+) -> Visibility {
+    let mut datasets = Vec::new();
+    let mut own = Vec::new();
+    for p in pipelines {
+        let publisher = p.publishers.contains(&consumer.id);
+        if publisher {
+            own.push(p.name.clone());
+        }
+        if p.sharing == Sharing::Special && !publisher {
+            continue;
+        }
+        let columns = p
+            .schema
+            .columns
+            .iter()
+            .map(|c| {
+                let view = if c.pii && !publisher {
+                    ColumnView::Masked(Mask::parse(c.mask.as_deref()))
+                } else {
+                    ColumnView::Clear
+                };
+                (c.name.clone(), view)
+            })
+            .chain(
+                [
+                    crate::normalize::INGESTED_AT,
+                    crate::normalize::RUN_ID,
+                    crate::normalize::SOURCE,
+                ]
+                .iter()
+                .map(|m| (m.to_string(), ColumnView::Clear)),
+            )
+            .collect();
+        datasets.push(DatasetView {
+            dataset: p.name.clone(),
+            columns,
+        });
+    }
+    let quarantine = match consumer.role {
+        Role::Admin => QuarantineScope::All,
+        _ if !own.is_empty() => QuarantineScope::Datasets(own),
+        _ => QuarantineScope::None,
+    };
+    Visibility {
+        consumer: consumer.id.clone(),
+        role: consumer.role,
+        datasets,
+        shares: grants
+            .iter()
+            .filter(|g| g.consumer == consumer.id && g.active_on(today))
+            .cloned()
+            .collect(),
+        quarantine,
+        audit: consumer.role == Role::Admin,
+    }
+}
