@@ -52,10 +52,25 @@ enum Command {
         /// The pipeline (dataset) name.
         pipeline: String,
     },
-    /// Run a read-only SQL query over the datasets and print the result as a table.
+    /// Run a read-only SQL query over the datasets and print the result as a table (as the
+    /// local operator, who holds the data files: nothing is masked).
     Sql {
         /// The query, e.g. "SELECT count(*) FROM citizen_reports".
         query: String,
+    },
+    /// Manage consumer tokens.
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenAction {
+    /// Print a new random token for CONSUMER once, and the line to put in config.toml.
+    New {
+        /// The consumer's id in config.toml.
+        consumer: String,
     },
 }
 
@@ -104,6 +119,20 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         http_addr,
         data_dir: cli.data_dir.clone(),
     };
+    if let Command::Token {
+        action: TokenAction::New { consumer },
+    } = &cli.command
+    {
+        let token = iochub::sharing::consumers::new_token()?;
+        let hash = hex::encode(iochub::sharing::consumers::hash_token(&token));
+        println!(
+            "token for {consumer} (shown once; give it to the consumer, keep no copy):\n  {token}"
+        );
+        println!(
+            "put this in its [[consumers]] entry in config.toml, instead of token_env:\n  token_sha256 = \"{hash}\""
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let config = match config::load(&cli.config, &overrides) {
         Ok(c) => c,
         Err(problems) => {
@@ -127,6 +156,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve { .. } => serve(config).await,
+        Command::Token { .. } => Ok(ExitCode::SUCCESS),
         Command::Run { pipeline } => {
             let report = match run_on_daemon(&config, &pipeline).await? {
                 Some(report) => report,
@@ -185,7 +215,11 @@ async fn run_on_daemon(
         config.file.http.addr
     );
     let client = reqwest::Client::new();
-    let response = match client.post(&url).send().await {
+    let mut request = client.post(&url);
+    if let Ok(token) = std::env::var("IOCHUB_TOKEN") {
+        request = request.bearer_auth(token);
+    }
+    let response = match request.send().await {
         Ok(r) => r,
         Err(e) if e.is_connect() => return Ok(None),
         Err(e) => return Err(e.into()),
@@ -196,8 +230,13 @@ async fn run_on_daemon(
         .await
         .context("the daemon's answer is not JSON")?;
     if !status.is_success() {
+        let hint = if status == reqwest::StatusCode::UNAUTHORIZED {
+            " (set IOCHUB_TOKEN to an admin's or the dataset publisher's token)"
+        } else {
+            ""
+        };
         anyhow::bail!(
-            "the running hub refused: {}",
+            "the running hub refused: {}{hint}",
             body["error"]["message"].as_str().unwrap_or("unknown error")
         );
     }
@@ -208,7 +247,19 @@ async fn run_on_daemon(
 async fn serve(config: config::HubConfig) -> anyhow::Result<ExitCode> {
     let addr = config.file.http.addr;
     let hub_settings = config.file.hub.clone();
+    // Tokens made for consumers whose variable is unset: shown once, kept nowhere.
+    for t in &config.generated_tokens {
+        eprintln!(
+            "token for consumer {} ({} is unset; this token lasts until the hub stops): {}",
+            t.consumer, t.env, t.token
+        );
+    }
     let hub = Hub::open(config).await.context("opening the tables")?;
+    match hub.prune_audit() {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(lines = n, "audit lines past retention removed"),
+        Err(e) => tracing::warn!(error = %e, "could not apply the audit retention"),
+    }
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;

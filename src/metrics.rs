@@ -52,6 +52,7 @@ pub struct Metrics {
     freshness: Family<DatasetLabels, Gauge<f64, AtomicU64>>,
     stale: Family<DatasetLabels, Gauge>,
     http_requests: Family<HttpLabels, Counter>,
+    share_requests_overdue: Gauge,
 }
 
 impl Default for Metrics {
@@ -107,7 +108,14 @@ impl Metrics {
             "HTTP requests by route and status",
             http_requests.clone(),
         );
+        let share_requests_overdue = Gauge::default();
+        registry.register(
+            "share_requests_overdue",
+            "Special-share requests still undecided after their decision deadline",
+            share_requests_overdue.clone(),
+        );
         Metrics {
+            share_requests_overdue,
             registry,
             runs,
             runs_skipped,
@@ -167,6 +175,10 @@ impl Metrics {
             self.freshness.get_or_create(&labels).set(s);
         }
         self.stale.get_or_create(&labels).set(i64::from(stale));
+    }
+
+    pub fn set_overdue_share_requests(&self, count: usize) {
+        self.share_requests_overdue.set(count as i64);
     }
 
     pub fn encode(&self) -> String {

@@ -13,10 +13,86 @@ pub struct HubFile {
     #[serde(default)]
     pub query: QuerySection,
     pub organisation: Organisation,
-    /// Data consumers (agencies, the province). Filled in by the sharing work; kept as raw
-    /// tables until then so a config written for a later version still loads.
+    /// Who may call the API: the managing office, the departments, agencies, the province.
     #[serde(default)]
-    pub consumers: Vec<toml::Table>,
+    pub consumers: Vec<crate::sharing::ConsumerConfig>,
+    #[serde(default)]
+    pub auth: AuthSection,
+    #[serde(default)]
+    pub sharing: SharingSection,
+    #[serde(default)]
+    pub audit: AuditSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct AuthSection {
+    /// Requests per minute per consumer, on average.
+    #[serde(default = "default_rate")]
+    pub requests_per_minute: u32,
+    /// Requests a consumer may make at once above the average.
+    #[serde(default = "default_burst")]
+    pub burst: u32,
+}
+
+fn default_rate() -> u32 {
+    600
+}
+fn default_burst() -> u32 {
+    60
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        AuthSection {
+            requests_per_minute: default_rate(),
+            burst: default_burst(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SharingSection {
+    /// Folder of pre-approved grants (`*.toml`), relative to the config file.
+    #[serde(default = "default_grants_dir")]
+    pub grants_dir: PathBuf,
+    /// Working days the providing side has to decide a special request (Decree 47/2020).
+    #[serde(default = "default_decision_days")]
+    pub decision_working_days: u32,
+}
+
+fn default_grants_dir() -> PathBuf {
+    "grants".into()
+}
+fn default_decision_days() -> u32 {
+    2
+}
+
+impl Default for SharingSection {
+    fn default() -> Self {
+        SharingSection {
+            grants_dir: default_grants_dir(),
+            decision_working_days: default_decision_days(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct AuditSection {
+    /// Audit lines older than this are removed when `serve` starts.
+    #[serde(default = "default_retention")]
+    pub retention_days: u32,
+}
+
+fn default_retention() -> u32 {
+    365 * 5
+}
+
+impl Default for AuditSection {
+    fn default() -> Self {
+        AuditSection {
+            retention_days: default_retention(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

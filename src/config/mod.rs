@@ -17,10 +17,14 @@ use std::time::Duration;
 use iochub_connectors::{BuildContext, SourceConfig};
 
 pub use diagnostics::{ConfigErrors, Problem};
-pub use hub::{HttpSection, HubFile, HubSection, OrgLevel, Organisation, QuerySection, Unit};
+pub use hub::{
+    AuditSection, AuthSection, HttpSection, HubFile, HubSection, OrgLevel, Organisation,
+    QuerySection, SharingSection, Unit,
+};
 pub use pipeline::{Coercions, CursorConfig, DateFormat, RunRetry, Sharing, parse_duration};
 
 use crate::normalize::DatasetSchema;
+use crate::sharing::{Consumers, GeneratedToken, Grant, Role};
 use diagnostics::{TomlSource, resolve};
 
 /// Names that hub tables own; a dataset may not take them.
@@ -46,6 +50,12 @@ pub struct HubConfig {
     pub data_dir: PathBuf,
     pub time_zone: chrono_tz::Tz,
     pub pipelines: Vec<Arc<Pipeline>>,
+    pub consumers: Consumers,
+    /// Tokens made at load because their environment variable was unset; `serve` prints
+    /// them once.
+    pub generated_tokens: Vec<GeneratedToken>,
+    /// Pre-approved shares from `grants/*.toml`.
+    pub grants: Vec<Grant>,
 }
 
 impl HubConfig {
@@ -117,6 +127,19 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<HubConfig, ConfigError
     };
     let pipelines_dir = resolve(path, &file.hub.pipelines_dir);
     let pipelines = load_pipelines(&pipelines_dir, &mut problems);
+    let mut generated_tokens = Vec::new();
+    let consumers = match Consumers::from_config(&file.consumers, &mut generated_tokens) {
+        Ok(c) => c,
+        Err(list) => {
+            for (i, message) in list {
+                problems.push(source.problem(Some(&format!("consumers.{i}")), message));
+            }
+            Consumers::default()
+        }
+    };
+    check_publishers(&pipelines, &consumers, &mut problems);
+    let grants_dir = resolve(path, &file.sharing.grants_dir);
+    let grants = load_grants(&grants_dir, &pipelines, &consumers, &mut problems);
     if problems.is_empty() {
         Ok(HubConfig {
             path: path.to_path_buf(),
@@ -124,6 +147,9 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<HubConfig, ConfigError
             data_dir,
             time_zone,
             pipelines,
+            consumers,
+            generated_tokens,
+            grants,
         })
     } else {
         Err(ConfigErrors(problems))
@@ -433,4 +459,115 @@ fn load_source(
             (kind, None)
         }
     }
+}
+
+fn check_publishers(
+    pipelines: &[Arc<Pipeline>],
+    consumers: &Consumers,
+    problems: &mut Vec<Problem>,
+) {
+    for p in pipelines {
+        for id in &p.publishers {
+            let ok = consumers
+                .get(id)
+                .is_some_and(|c| matches!(c.role, Role::Publisher | Role::Admin));
+            if !ok {
+                let text = std::fs::read_to_string(&p.file).unwrap_or_default();
+                let source = TomlSource::new(&p.file, &text);
+                problems.push(source.problem(
+                    Some("publishers"),
+                    format!("publisher {id:?} is not a consumer with role \"publisher\" or \"admin\" in config.toml"),
+                ));
+            }
+        }
+    }
+}
+
+/// A pre-approved share, `grants/<name>.toml`.
+#[derive(Debug, serde::Deserialize)]
+struct GrantFile {
+    name: String,
+    consumer: String,
+    purpose: String,
+    legal_basis: String,
+    #[serde(default)]
+    dataset: Option<String>,
+    #[serde(default)]
+    columns: Option<Vec<String>>,
+    #[serde(default)]
+    row_filter: Option<String>,
+    #[serde(default)]
+    sql: Option<String>,
+    /// `"YYYY-MM-DD"`: the last day the share works.
+    end_date: String,
+}
+
+fn load_grants(
+    dir: &Path,
+    pipelines: &[Arc<Pipeline>],
+    consumers: &Consumers,
+    problems: &mut Vec<Problem>,
+) -> Vec<Grant> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        // No folder, no pre-approved grants.
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    let mut grants: Vec<Grant> = Vec::new();
+    for file in files {
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        let source = TomlSource::new(&file, &text);
+        let Some(g) = source.deserialize::<GrantFile>(problems) else {
+            continue;
+        };
+        let request = crate::sharing::GrantRequest {
+            name: g.name,
+            purpose: g.purpose,
+            legal_basis: g.legal_basis,
+            dataset: g.dataset,
+            columns: g.columns,
+            row_filter: g.row_filter,
+            sql: g.sql,
+            end_date: g.end_date,
+        };
+        let mut ok = true;
+        if consumers.get(&g.consumer).is_none() {
+            problems.push(source.problem(
+                Some("consumer"),
+                format!("consumer {:?} is not in config.toml", g.consumer),
+            ));
+            ok = false;
+        }
+        match request.check(pipelines) {
+            Ok((end_date, _)) if ok => {
+                if grants
+                    .iter()
+                    .any(|x| x.consumer == g.consumer && x.name == request.name)
+                {
+                    problems.push(source.problem(
+                        Some("name"),
+                        format!(
+                            "consumer {:?} already has a share named {:?}",
+                            g.consumer, request.name
+                        ),
+                    ));
+                    continue;
+                }
+                let stem = file
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                grants.push(request.into_grant(format!("config:{stem}"), g.consumer, end_date));
+            }
+            Ok(_) => {}
+            Err(e) => problems.push(source.problem(Some(e.field), e.message)),
+        }
+    }
+    grants
 }

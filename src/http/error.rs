@@ -41,6 +41,8 @@ impl From<QueryError> for ApiError {
         match e {
             QueryError::NotAllowed(_) => Self::new(StatusCode::BAD_REQUEST, "not_allowed", message),
             QueryError::Invalid(_) => Self::new(StatusCode::BAD_REQUEST, "invalid_query", message),
+            QueryError::Execution(_) => Self::new(StatusCode::BAD_REQUEST, "query_failed", message),
+            QueryError::Share(_) => Self::new(StatusCode::CONFLICT, "share_unusable", message),
             QueryError::Timeout(_) => {
                 Self::new(StatusCode::REQUEST_TIMEOUT, "query_timeout", message)
             }
@@ -76,6 +78,19 @@ impl From<HubError> for ApiError {
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, "state", s.to_string())
             }
             HubError::Query(q) => q.into(),
+            HubError::Forbidden(m) => Self::new(StatusCode::FORBIDDEN, "forbidden", m),
+            HubError::NotFound(m) => Self::new(StatusCode::NOT_FOUND, "not_found", m),
+            HubError::BadRequest { field, message } => Self::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("{field}: {message}"),
+            ),
+            HubError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
+            HubError::UnsupportedMediaType(m) => Self::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                m,
+            ),
             HubError::Storage(s) => {
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", s.to_string())
             }

@@ -1,6 +1,8 @@
 //! The HTTP API (axum): health, the dataset catalog, quarantine and SQL.
 
+mod auth;
 mod error;
+mod sharing;
 
 use std::sync::Arc;
 
@@ -11,7 +13,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -19,18 +21,29 @@ pub use error::ApiError;
 
 use crate::hub::Hub;
 use crate::query;
+use crate::sharing::{Consumer, Role};
 
 pub fn router(hub: Arc<Hub>) -> Router {
     let max_body = hub.config.file.http.max_body_bytes;
+    let api = Router::new()
+        .route("/datasets", get(datasets))
+        .route("/datasets/{name}/quarantine", get(quarantine))
+        .route("/datasets/{name}/records", post(sharing::publish))
+        .route("/pipelines", get(pipelines))
+        .route("/pipelines/{name}/runs", get(pipeline_runs))
+        .route("/pipelines/{name}/run", post(trigger_run))
+        .route("/sql", post(sql))
+        .route("/share-requests", post(sharing::file).get(sharing::list))
+        .route("/share-requests/{id}/{decision}", post(sharing::decide))
+        .route("/audit", get(sharing::audit))
+        .route_layer(middleware::from_fn_with_state(
+            hub.clone(),
+            auth::require_consumer,
+        ));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .route("/api/v1/datasets", get(datasets))
-        .route("/api/v1/datasets/{name}/quarantine", get(quarantine))
-        .route("/api/v1/pipelines", get(pipelines))
-        .route("/api/v1/pipelines/{name}/runs", get(pipeline_runs))
-        .route("/api/v1/pipelines/{name}/run", post(trigger_run))
-        .route("/api/v1/sql", post(sql))
+        .nest("/api/v1", api)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
@@ -63,8 +76,25 @@ async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
         .into_response()
 }
 
-async fn pipelines(State(hub): State<Arc<Hub>>) -> Json<Value> {
-    Json(json!({"pipelines": hub.pipeline_statuses(chrono::Utc::now())}))
+async fn pipelines(
+    State(hub): State<Arc<Hub>>,
+    Extension(consumer): Extension<Consumer>,
+) -> Result<Json<Value>, ApiError> {
+    let statuses: Vec<_> = hub
+        .config
+        .pipelines
+        .iter()
+        .filter(|p| may_operate(&consumer, p))
+        .map(|p| hub.pipeline_status(p, chrono::Utc::now()))
+        .collect();
+    if statuses.is_empty() && consumer.role != Role::Admin {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "pipelines are shown to the managing office and their publishers",
+        ));
+    }
+    Ok(Json(json!({"pipelines": statuses})))
 }
 
 #[derive(Deserialize)]
@@ -79,9 +109,11 @@ fn default_runs() -> usize {
 
 async fn pipeline_runs(
     State(hub): State<Arc<Hub>>,
+    Extension(consumer): Extension<Consumer>,
     Path(name): Path<String>,
     Query(params): Query<RunsParams>,
 ) -> Result<Json<Value>, ApiError> {
+    operate_check(&hub, &consumer, &name)?;
     let runs = hub.runs(&name, params.limit.clamp(1, 1000))?;
     Ok(Json(json!({"pipeline": name, "runs": runs})))
 }
@@ -100,10 +132,11 @@ fn yes() -> bool {
 /// Runs a pipeline now. 409 if it is already running; with `?wait=false` answers 202 at once.
 async fn trigger_run(
     State(hub): State<Arc<Hub>>,
+    Extension(consumer): Extension<Consumer>,
     Path(name): Path<String>,
     Query(params): Query<TriggerParams>,
 ) -> Result<Response, ApiError> {
-    hub.pipeline(&name)?;
+    operate_check(&hub, &consumer, &name)?;
     if hub.is_running(&name) {
         return Err(crate::hub::HubError::AlreadyRunning(name).into());
     }
@@ -136,8 +169,50 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-async fn datasets(State(hub): State<Arc<Hub>>) -> Json<Value> {
-    Json(json!({"datasets": hub.catalog().await}))
+async fn datasets(
+    State(hub): State<Arc<Hub>>,
+    Extension(consumer): Extension<Consumer>,
+) -> Result<Json<Value>, ApiError> {
+    let catalog = hub.catalog_for(&consumer).await?;
+    Ok(Json(
+        json!({"datasets": catalog.datasets, "shares": catalog.shares}),
+    ))
+}
+
+/// The managing office, or a publisher of the pipeline's dataset.
+fn may_operate(consumer: &Consumer, pipeline: &crate::config::Pipeline) -> bool {
+    consumer.role == Role::Admin || pipeline.publishers.contains(&consumer.id)
+}
+
+fn operate_check(hub: &Hub, consumer: &Consumer, name: &str) -> Result<(), ApiError> {
+    let pipeline = hub.pipeline(name)?;
+    if may_operate(consumer, pipeline) {
+        return Ok(());
+    }
+    // Someone who cannot see the dataset at all is told it does not exist.
+    let visible = hub.visibility_of(consumer)?.dataset(name).is_some();
+    if visible {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "only the managing office and the dataset's publishers operate its pipeline",
+        ))
+    } else {
+        Err(crate::hub::HubError::UnknownPipeline(name.to_string()).into())
+    }
+}
+
+/// Reads a request body, turning a too-large or broken body into a JSON error.
+pub(crate) fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|r| {
+        let status = r.status();
+        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "body_too_large"
+        } else {
+            "bad_request"
+        };
+        ApiError::new(status, code, r.body_text())
+    })
 }
 
 #[derive(Deserialize)]
@@ -152,11 +227,12 @@ fn default_limit() -> usize {
 
 async fn quarantine(
     State(hub): State<Arc<Hub>>,
+    Extension(consumer): Extension<Consumer>,
     Path(name): Path<String>,
     Query(params): Query<QuarantineParams>,
 ) -> Result<Json<Value>, ApiError> {
     let limit = params.limit.clamp(1, hub.engine.limits().max_rows);
-    let result = hub.quarantine_of(&name, limit).await?;
+    let result = hub.quarantine_for(&consumer, &name, limit).await?;
     let table = query::to_json(&result).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let names: Vec<String> = result
         .schema
@@ -224,24 +300,17 @@ fn wanted_format(headers: &HeaderMap) -> Format {
 
 async fn sql(
     State(hub): State<Arc<Hub>>,
+    Extension(consumer): Extension<Consumer>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let body = body.map_err(|r| {
-        let status = r.status();
-        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            "body_too_large"
-        } else {
-            "bad_request"
-        };
-        ApiError::new(status, code, r.body_text())
-    })?;
+    let body = body_bytes(body)?;
     let request: SqlRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(format!(
             "the body must be JSON like {{\"sql\": \"SELECT ...\"}}: {e}"
         ))
     })?;
-    let result = hub.sql(&request.sql).await?;
+    let result = hub.sql_as(&consumer, &request.sql).await?;
     let internal = |e: arrow::error::ArrowError| {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
     };

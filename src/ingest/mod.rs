@@ -258,7 +258,7 @@ async fn attempt(
     let info = CommitInfo {
         pipeline: pipeline.name.clone(),
         run_id: run_id.to_string(),
-        run_sequence: sequence,
+        run_sequence: Some(sequence),
         checkpoint: checkpoint.clone(),
         cursor: cursor.clone(),
     };

@@ -1,6 +1,8 @@
 //! SQL over every dataset with DataFusion: read-only, bounded in time, memory and rows.
 //!
-//! Read-only is decided on the logical plan, not the SQL text: `SQLOptions::verify_plan`
+//! Who sees what is decided by the catalog each query runs in (`sharing::catalog`): it holds
+//! only the views the consumer may read. Read-only is decided on the logical plan, not the
+//! SQL text: `SQLOptions::verify_plan`
 //! refuses DDL (CREATE [EXTERNAL] TABLE/VIEW, DROP), DML (INSERT, UPDATE, DELETE, COPY ... TO)
 //! and statements (SET, BEGIN, PREPARE) before anything runs. URL tables are left disabled, and
 //! the only default table functions (`range`, `generate_series`) read no files, so no query can
@@ -9,21 +11,26 @@
 
 mod format;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use datafusion::catalog::TableProvider;
+use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::StreamExt;
 
 pub use format::{to_arrow_ipc, to_csv, to_json, type_name};
 
 use crate::config::QuerySection;
+use crate::sharing::catalog::{self, PlanGuard, Sources};
+use crate::sharing::{Grant, Visibility, masks};
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
@@ -31,10 +38,17 @@ pub enum QueryError {
     NotAllowed(String),
     #[error("{0}")]
     Invalid(String),
+    /// Failed while computing: only the kind of failure is told, never a value, so an error
+    /// cannot show data outside the consumer's view (a row its filter excludes, a masked
+    /// column).
+    #[error("the query failed while reading data: {0}")]
+    Execution(String),
     #[error("the query did not finish within {0} s and was cancelled")]
     Timeout(u64),
     #[error("the query needs more memory than the {0} MB allowed: {1}")]
     TooMuchMemory(usize, String),
+    #[error("{0}")]
+    Share(String),
     #[error("internal error while running the query: {0}")]
     Internal(String),
 }
@@ -46,18 +60,20 @@ pub struct QueryResult {
     pub row_count: usize,
     /// There were more rows than `max_rows`; only the first `max_rows` are here.
     pub truncated: bool,
+    /// The tables and views the query read (for the audit log).
+    pub tables: Vec<String>,
 }
 
+/// Dataset name → its table, unmasked.
+type Tables = HashMap<String, Arc<dyn TableProvider>>;
+
+/// Every dataset's table and the quarantine, unmasked. Queries never see these directly:
+/// each gets a catalog of views built for its consumer (`sharing::catalog`).
 pub struct QueryEngine {
-    ctx: SessionContext,
+    base: SessionContext,
+    datasets: RwLock<HashMap<String, Arc<dyn TableProvider>>>,
+    quarantine: RwLock<Option<Arc<dyn TableProvider>>>,
     limits: QuerySection,
-}
-
-fn read_only() -> SQLOptions {
-    SQLOptions::new()
-        .with_allow_ddl(false)
-        .with_allow_dml(false)
-        .with_allow_statements(false)
 }
 
 impl QueryEngine {
@@ -65,8 +81,13 @@ impl QueryEngine {
         let config = SessionConfig::new()
             .with_information_schema(true)
             .with_target_partitions(std::thread::available_parallelism().map_or(2, |n| n.get()));
+        let base = SessionContext::new_with_config(config);
+        base.register_udf(masks::mask_phone_udf());
+        base.register_udf(masks::mask_initials_udf());
         QueryEngine {
-            ctx: SessionContext::new_with_config(config),
+            base,
+            datasets: RwLock::new(HashMap::new()),
+            quarantine: RwLock::new(None),
             limits,
         }
     }
@@ -77,32 +98,88 @@ impl QueryEngine {
 
     /// Registers (or replaces, after a commit) the table `name`.
     pub fn register(&self, name: &str, provider: Arc<dyn TableProvider>) -> Result<(), QueryError> {
-        let _ = self.ctx.deregister_table(name);
-        self.ctx
-            .register_table(name, provider)
-            .map(|_| ())
-            .map_err(|e| QueryError::Internal(e.to_string()))
+        if name == crate::storage::quarantine::TABLE {
+            *self.quarantine.write().map_err(poisoned)? = Some(provider);
+        } else {
+            self.datasets
+                .write()
+                .map_err(poisoned)?
+                .insert(name.to_string(), provider);
+        }
+        Ok(())
     }
 
-    /// The session context, for registering functions.
+    /// The base context (functions, settings; no tables), for registering functions.
     pub fn context(&self) -> &SessionContext {
-        &self.ctx
+        &self.base
     }
 
-    pub async fn query(&self, sql: &str) -> Result<QueryResult, QueryError> {
-        let limits = self.limits.clone();
-        let memory_bytes = limits.memory_limit_mb * 1024 * 1024;
+    fn per_query_base(&self) -> Result<SessionContext, QueryError> {
+        let memory_bytes = self.limits.memory_limit_mb * 1024 * 1024;
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(memory_bytes, 1.0)
             .build_arc()
             .map_err(|e| QueryError::Internal(e.to_string()))?;
-        let state = SessionStateBuilder::new_from_existing(self.ctx.state())
+        let state = SessionStateBuilder::new_from_existing(self.base.state())
             .with_runtime_env(runtime)
             .build();
-        let ctx = SessionContext::new_with_state(state);
+        Ok(SessionContext::new_with_state(state))
+    }
+
+    fn snapshot(&self) -> Result<(Tables, Arc<dyn TableProvider>), QueryError> {
+        let datasets = self.datasets.read().map_err(poisoned)?.clone();
+        let quarantine = self
+            .quarantine
+            .read()
+            .map_err(poisoned)?
+            .clone()
+            .ok_or_else(|| QueryError::Internal("the quarantine table is not open".into()))?;
+        Ok((datasets, quarantine))
+    }
+
+    /// Checks that a share compiles (its dataset, row filter or SQL), without running it.
+    pub async fn check_grant(&self, grant: &Grant) -> Result<(), QueryError> {
+        let (datasets, quarantine) = self.snapshot()?;
+        let sources = Sources {
+            datasets: &datasets,
+            quarantine,
+            audit: None,
+        };
+        let visibility = Visibility {
+            consumer: grant.consumer.clone(),
+            role: crate::sharing::Role::Agency,
+            datasets: Vec::new(),
+            shares: vec![grant.clone()],
+            quarantine: crate::sharing::QuarantineScope::None,
+            audit: false,
+        };
+        catalog::consumer_context(&self.base, &sources, &visibility)
+            .await
+            .map(|_| ())
+            .map_err(|e| QueryError::Share(e.to_string()))
+    }
+
+    /// Runs `sql` in a catalog holding only what `visibility` allows.
+    pub async fn query(
+        &self,
+        visibility: &Visibility,
+        sql: &str,
+        audit: Option<Arc<dyn TableProvider>>,
+    ) -> Result<QueryResult, QueryError> {
+        let limits = self.limits.clone();
+        let base = self.per_query_base()?;
+        let (datasets, quarantine) = self.snapshot()?;
+        let sources = Sources {
+            datasets: &datasets,
+            quarantine,
+            audit,
+        };
+        let (ctx, guard) = catalog::consumer_context(&base, &sources, visibility)
+            .await
+            .map_err(|e| QueryError::Share(e.to_string()))?;
         let sql = sql.to_string();
         let max_rows = limits.max_rows;
-        let task = tokio::spawn(async move { run(ctx, &sql, max_rows).await });
+        let task = tokio::spawn(async move { run(ctx, guard, &sql, max_rows).await });
         let abort = task.abort_handle();
         match tokio::time::timeout(Duration::from_secs(limits.timeout_seconds), task).await {
             Err(_) => {
@@ -121,26 +198,51 @@ impl QueryEngine {
     }
 }
 
-async fn run(ctx: SessionContext, sql: &str, max_rows: usize) -> Result<QueryResult, Failure> {
+fn poisoned<T>(_: T) -> QueryError {
+    QueryError::Internal("table registry lock poisoned".into())
+}
+
+fn tables_read(plan: &LogicalPlan) -> Vec<String> {
+    let mut names = Vec::new();
+    let _ = plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            let name = scan.table_name.to_string();
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    names
+}
+
+async fn run(
+    ctx: SessionContext,
+    guard: PlanGuard,
+    sql: &str,
+    max_rows: usize,
+) -> Result<QueryResult, Failure> {
     let plan = ctx
         .state()
         .create_logical_plan(sql)
         .await
-        .map_err(Failure::DataFusion)?;
-    read_only()
+        .map_err(Failure::Planning)?;
+    catalog::read_only()
         .verify_plan(&plan)
         .map_err(|e| Failure::NotAllowed(e.find_root().message().to_string()))?;
+    guard.check(&plan).map_err(Failure::NotAllowed)?;
+    let tables = tables_read(&plan);
     let frame = ctx
         .execute_logical_plan(plan)
         .await
-        .map_err(Failure::DataFusion)?;
-    let mut stream = frame.execute_stream().await.map_err(Failure::DataFusion)?;
+        .map_err(Failure::Planning)?;
+    let mut stream = frame.execute_stream().await.map_err(Failure::Planning)?;
     let schema = stream.schema();
     let mut batches = Vec::new();
     let mut row_count = 0;
     let mut truncated = false;
     while let Some(batch) = stream.next().await {
-        let batch = batch.map_err(Failure::DataFusion)?;
+        let batch = batch.map_err(Failure::Execution)?;
         let room = max_rows - row_count;
         if batch.num_rows() > room {
             batches.push(batch.slice(0, room));
@@ -156,7 +258,7 @@ async fn run(ctx: SessionContext, sql: &str, max_rows: usize) -> Result<QueryRes
                 match stream.next().await {
                     Some(Ok(b)) if b.num_rows() == 0 => continue,
                     Some(Ok(_)) => break true,
-                    Some(Err(e)) => return Err(Failure::DataFusion(e)),
+                    Some(Err(e)) => return Err(Failure::Execution(e)),
                     None => break false,
                 }
             };
@@ -168,22 +270,44 @@ async fn run(ctx: SessionContext, sql: &str, max_rows: usize) -> Result<QueryRes
         batches,
         row_count,
         truncated,
+        tables,
     })
 }
 
 enum Failure {
     NotAllowed(String),
-    DataFusion(DataFusionError),
+    Planning(DataFusionError),
+    Execution(DataFusionError),
 }
 
 fn classify(failure: Failure, memory_mb: usize) -> QueryError {
     match failure {
         Failure::NotAllowed(m) => QueryError::NotAllowed(m),
-        Failure::DataFusion(e) => match e.find_root() {
-            DataFusionError::ResourcesExhausted(m) => {
-                QueryError::TooMuchMemory(memory_mb, m.clone())
+        Failure::Planning(e) | Failure::Execution(e)
+            if matches!(e.find_root(), DataFusionError::ResourcesExhausted(_)) =>
+        {
+            QueryError::TooMuchMemory(memory_mb, e.find_root().message().to_string())
+        }
+        Failure::Planning(e) => QueryError::Invalid(e.find_root().strip_backtrace()),
+        Failure::Execution(e) => QueryError::Execution(execution_kind(e.find_root()).to_string()),
+    }
+}
+
+/// What went wrong, without the values involved.
+fn execution_kind(error: &DataFusionError) -> &'static str {
+    use arrow::error::ArrowError;
+    match error {
+        DataFusionError::ArrowError(inner, _) => match inner.as_ref() {
+            ArrowError::CastError(_) | ArrowError::ParseError(_) => {
+                "a value could not be converted to the requested type (TRY_CAST gives NULL instead)"
             }
-            root => QueryError::Invalid(root.strip_backtrace()),
+            ArrowError::DivideByZero => "division by zero",
+            ArrowError::ComputeError(_) | ArrowError::ArithmeticOverflow(_) => {
+                "a computation failed (overflow or invalid input)"
+            }
+            _ => "an error in the data engine",
         },
+        DataFusionError::Execution(_) => "an expression could not be evaluated on some row",
+        _ => "an error in the data engine",
     }
 }

@@ -41,9 +41,12 @@ pub struct Sources<'a> {
     pub audit: Option<Arc<dyn TableProvider>>,
 }
 
-/// Refuses a plan that scans a raw dataset table outside the consumer's views.
+/// Refuses a plan that scans a raw dataset table anywhere but inside one of the consumer's
+/// views. (DataFusion inlines a view's plan while planning SQL, so raw scans are there, but
+/// only within an exact copy of a view plan built here.)
 pub struct PlanGuard {
     raw: Vec<Arc<dyn TableProvider>>,
+    views: Vec<LogicalPlan>,
 }
 
 fn same(a: &Arc<dyn TableProvider>, b: &Arc<dyn TableProvider>) -> bool {
@@ -52,21 +55,34 @@ fn same(a: &Arc<dyn TableProvider>, b: &Arc<dyn TableProvider>) -> bool {
 
 impl PlanGuard {
     pub fn check(&self, plan: &LogicalPlan) -> Result<(), String> {
-        let mut bypass = false;
-        let walk = plan.apply_with_subqueries(|node| {
-            if let LogicalPlan::TableScan(scan) = node
-                && let Ok(provider) = source_as_provider(&scan.source)
-                && self.raw.iter().any(|r| same(r, &provider))
-            {
-                bypass = true;
-                return Ok(TreeNodeRecursion::Stop);
-            }
-            Ok(TreeNodeRecursion::Continue)
-        });
-        if walk.is_err() || bypass {
-            return Err("the query reaches data outside your catalog; refused".into());
+        if self.allowed(plan) {
+            Ok(())
+        } else {
+            Err("the query reaches data outside your catalog; refused".into())
         }
-        Ok(())
+    }
+
+    fn allowed(&self, node: &LogicalPlan) -> bool {
+        if self.views.iter().any(|v| v == node) {
+            return true;
+        }
+        if let LogicalPlan::TableScan(scan) = node {
+            let raw = source_as_provider(&scan.source)
+                .map_or(true, |p| self.raw.iter().any(|r| same(r, &p)));
+            if raw {
+                return false;
+            }
+        }
+        let mut ok = true;
+        let walked = node.apply_subqueries(|sub| {
+            ok &= self.allowed(sub);
+            Ok(if ok {
+                TreeNodeRecursion::Continue
+            } else {
+                TreeNodeRecursion::Stop
+            })
+        });
+        ok && walked.is_ok() && node.inputs().into_iter().all(|input| self.allowed(input))
     }
 }
 
@@ -102,7 +118,7 @@ fn masked(column: Expr, mask: Mask, data_type: &DataType) -> Expr {
 fn dataset_view(
     view: &DatasetView,
     provider: &Arc<dyn TableProvider>,
-) -> Result<Arc<dyn TableProvider>, DataFusionError> {
+) -> Result<LogicalPlan, DataFusionError> {
     let schema = provider.schema();
     let relation = TableReference::partial(BASE, view.dataset.as_str());
     let exprs: Vec<Expr> = view
@@ -118,17 +134,14 @@ fn dataset_view(
             Some(expr.alias(name))
         })
         .collect();
-    let plan = base_scan(&view.dataset, provider)?
-        .project(exprs)?
-        .build()?;
-    Ok(Arc::new(ViewTable::new(plan, None)))
+    base_scan(&view.dataset, provider)?.project(exprs)?.build()
 }
 
 async fn share_view(
     grant: &Grant,
     sources: &Sources<'_>,
     owner: &SessionContext,
-) -> Result<Arc<dyn TableProvider>, CatalogError> {
+) -> Result<LogicalPlan, CatalogError> {
     let fail = |message: String| CatalogError::Grant {
         name: grant.name.clone(),
         message,
@@ -183,7 +196,7 @@ async fn share_view(
             ));
         }
     };
-    Ok(Arc::new(ViewTable::new(plan, None)))
+    Ok(plan)
 }
 
 pub fn read_only() -> SQLOptions {
@@ -243,21 +256,26 @@ pub async fn consumer_context(
     visibility: &Visibility,
 ) -> Result<(SessionContext, PlanGuard), CatalogError> {
     let (ctx, public, share) = empty_context(base)?;
+    let mut views = Vec::new();
+    let as_view =
+        |plan: &LogicalPlan| Arc::new(ViewTable::new(plan.clone(), None)) as Arc<dyn TableProvider>;
     for view in &visibility.datasets {
         if let Some(provider) = sources.datasets.get(&view.dataset) {
-            let table = dataset_view(view, provider).map_err(internal)?;
+            let plan = dataset_view(view, provider).map_err(internal)?;
             public
-                .register_table(view.dataset.clone(), table)
+                .register_table(view.dataset.clone(), as_view(&plan))
                 .map_err(internal)?;
+            views.push(plan);
         }
     }
     if !visibility.shares.is_empty() {
         let owner = owner_context(base, sources)?;
         for grant in &visibility.shares {
-            let view = share_view(grant, sources, &owner).await?;
+            let plan = share_view(grant, sources, &owner).await?;
             share
-                .register_table(grant.name.clone(), view)
+                .register_table(grant.name.clone(), as_view(&plan))
                 .map_err(internal)?;
+            views.push(plan);
         }
     }
     match &visibility.quarantine {
@@ -277,11 +295,9 @@ pub async fn consumer_context(
                 .and_then(|b| b.build())
                 .map_err(internal)?;
             public
-                .register_table(
-                    crate::storage::quarantine::TABLE.into(),
-                    Arc::new(ViewTable::new(plan, None)),
-                )
+                .register_table(crate::storage::quarantine::TABLE.into(), as_view(&plan))
                 .map_err(internal)?;
+            views.push(plan);
         }
     }
     if visibility.audit
@@ -291,6 +307,9 @@ pub async fn consumer_context(
             .register_table("audit".into(), audit.clone())
             .map_err(internal)?;
     }
-    let raw = sources.datasets.values().cloned().collect();
-    Ok((ctx, PlanGuard { raw }))
+    let mut raw: Vec<Arc<dyn TableProvider>> = sources.datasets.values().cloned().collect();
+    if visibility.quarantine != QuarantineScope::All {
+        raw.push(sources.quarantine.clone());
+    }
+    Ok((ctx, PlanGuard { raw, views }))
 }

@@ -174,3 +174,162 @@ pub fn visibility(
         audit: consumer.role == Role::Admin,
     }
 }
+
+/// A share as asked for (HTTP body of `POST /api/v1/share-requests`, or a `grants/*.toml`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantRequest {
+    /// The view's name: `share.<name>`.
+    pub name: String,
+    pub purpose: String,
+    pub legal_basis: String,
+    #[serde(default)]
+    pub dataset: Option<String>,
+    #[serde(default)]
+    pub columns: Option<Vec<String>>,
+    #[serde(default)]
+    pub row_filter: Option<String>,
+    #[serde(default)]
+    pub sql: Option<String>,
+    /// `YYYY-MM-DD`, the last day the share works.
+    pub end_date: String,
+}
+
+/// What is wrong with a request, and in which field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestProblem {
+    pub field: &'static str,
+    pub message: String,
+}
+
+fn problem(field: &'static str, message: impl Into<String>) -> RequestProblem {
+    RequestProblem {
+        field,
+        message: message.into(),
+    }
+}
+
+impl GrantRequest {
+    /// The checks that need no data: names, the dataset and its columns, the end date.
+    /// (Row filters and SQL are compiled against the tables when filed and when used.)
+    pub fn check(
+        &self,
+        pipelines: &[std::sync::Arc<Pipeline>],
+    ) -> Result<(NaiveDate, ()), RequestProblem> {
+        let mut chars = self.name.chars();
+        let identifier = chars.next().is_some_and(|c| c.is_ascii_lowercase())
+            && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !identifier {
+            return Err(problem(
+                "name",
+                "name must be an SQL identifier: lower-case letters, digits, '_'",
+            ));
+        }
+        if self.purpose.trim().is_empty() {
+            return Err(problem(
+                "purpose",
+                "state the purpose the data is needed for",
+            ));
+        }
+        if self.legal_basis.trim().is_empty() {
+            return Err(problem(
+                "legal_basis",
+                "state the legal basis (e.g. the decision that assigns the task)",
+            ));
+        }
+        let end_date = NaiveDate::parse_from_str(&self.end_date, "%Y-%m-%d").map_err(|_| {
+            problem(
+                "end_date",
+                format!("end_date {:?} is not a date YYYY-MM-DD", self.end_date),
+            )
+        })?;
+        match (&self.dataset, &self.sql) {
+            (Some(dataset), None) => {
+                let Some(p) = pipelines.iter().find(|p| p.name == *dataset) else {
+                    return Err(problem("dataset", format!("no dataset named {dataset:?}")));
+                };
+                for c in self.columns.iter().flatten() {
+                    if p.schema.column(c).is_none() {
+                        return Err(problem(
+                            "columns",
+                            format!("dataset {dataset:?} has no column {c:?}"),
+                        ));
+                    }
+                }
+            }
+            (None, Some(sql)) => {
+                if self.columns.is_some() || self.row_filter.is_some() {
+                    return Err(problem(
+                        "sql",
+                        "with sql, give no columns or row_filter (put them in the query)",
+                    ));
+                }
+                if sql.trim().is_empty() {
+                    return Err(problem("sql", "sql is empty"));
+                }
+            }
+            _ => {
+                return Err(problem(
+                    "dataset",
+                    "give either a dataset (with optional columns and row_filter) or an sql SELECT",
+                ));
+            }
+        }
+        Ok((end_date, ()))
+    }
+
+    pub fn into_grant(self, id: String, consumer: String, end_date: NaiveDate) -> Grant {
+        Grant {
+            id,
+            name: self.name,
+            consumer,
+            purpose: self.purpose,
+            legal_basis: self.legal_basis,
+            dataset: self.dataset,
+            columns: self.columns,
+            row_filter: self.row_filter,
+            sql: self.sql,
+            end_date,
+        }
+    }
+}
+
+/// The local operator of the command line (`iochub sql`): already holds the data files, so
+/// sees everything unmasked, with quarantine and audit.
+pub fn operator_visibility(pipelines: &[std::sync::Arc<Pipeline>]) -> Visibility {
+    Visibility {
+        consumer: "local-operator".into(),
+        role: Role::Admin,
+        datasets: pipelines
+            .iter()
+            .map(|p| DatasetView {
+                dataset: p.name.clone(),
+                columns: p
+                    .schema
+                    .arrow
+                    .fields()
+                    .iter()
+                    .map(|f| (f.name().clone(), ColumnView::Clear))
+                    .collect(),
+            })
+            .collect(),
+        shares: Vec::new(),
+        quarantine: QuarantineScope::All,
+        audit: true,
+    }
+}
+
+/// `days` working days after `from` (Monday–Friday; the Operations work adds the holiday
+/// calendar): the day of filing does not count.
+pub fn add_working_days(from: NaiveDate, days: u32) -> NaiveDate {
+    use chrono::Datelike;
+    let mut day = from;
+    let mut left = days;
+    while left > 0 {
+        day = day.succ_opt().unwrap_or(day);
+        if day.weekday().number_from_monday() <= 5 {
+            left -= 1;
+        }
+    }
+    day
+}

@@ -55,8 +55,9 @@ impl StorageError {
 pub struct CommitInfo {
     pub pipeline: String,
     pub run_id: String,
-    /// The pipeline's run sequence; also written as the Delta `txn` version of the pipeline.
-    pub run_sequence: i64,
+    /// The pipeline's run sequence, also written as the Delta `txn` version of the pipeline;
+    /// `None` for data pushed in by a publisher, which moves no pipeline position.
+    pub run_sequence: Option<i64>,
     pub checkpoint: Option<serde_json::Value>,
     pub cursor: Option<serde_json::Value>,
 }
@@ -388,14 +389,19 @@ fn commit_properties(info: &CommitInfo) -> CommitProperties {
     let mut metadata: HashMap<String, serde_json::Value> = HashMap::new();
     metadata.insert(META_PIPELINE.into(), info.pipeline.clone().into());
     metadata.insert(META_RUN_ID.into(), info.run_id.clone().into());
-    metadata.insert(META_SEQUENCE.into(), info.run_sequence.into());
+    if let Some(sequence) = info.run_sequence {
+        metadata.insert(META_SEQUENCE.into(), sequence.into());
+    }
     if let Some(cp) = &info.checkpoint {
         metadata.insert(META_CHECKPOINT.into(), cp.clone());
     }
     if let Some(cursor) = &info.cursor {
         metadata.insert(META_CURSOR.into(), cursor.clone());
     }
-    CommitProperties::default()
-        .with_metadata(metadata)
-        .with_application_transaction(Transaction::new(app_id(&info.pipeline), info.run_sequence))
+    let properties = CommitProperties::default().with_metadata(metadata);
+    match info.run_sequence {
+        Some(sequence) => properties
+            .with_application_transaction(Transaction::new(app_id(&info.pipeline), sequence)),
+        None => properties,
+    }
 }

@@ -50,6 +50,21 @@ impl TestHub {
         std::fs::write(self.config_path(), config_toml(extra)).unwrap();
     }
 
+    /// Appends sections to `config.toml` (e.g. `[auth]`).
+    pub fn append_config(&self, extra: &str) {
+        let mut text = std::fs::read_to_string(self.config_path()).unwrap();
+        text.push_str(extra);
+        std::fs::write(self.config_path(), text).unwrap();
+    }
+
+    pub async fn open_with_clock(&self, clock: Arc<ManualClock>) -> Arc<Hub> {
+        let config = config::load(&self.config_path(), &Overrides::default())
+            .unwrap_or_else(|e| panic!("config should load: {e}"));
+        Hub::open_with_clock(config, clock)
+            .await
+            .expect("hub opens")
+    }
+
     /// Adds `pipelines/<name>.toml` using the simple schema and the given `[source]` body.
     pub fn add_pipeline(&self, name: &str, key: &[&str], source: &str) {
         self.add_pipeline_with(name, key, "", source);
@@ -66,6 +81,7 @@ impl TestHub {
         let text = format!(
             "name = \"{name}\"\ntitle = \"Dữ liệu {name}\"\nsector = \"test\"\n\
              schema = \"../schemas/simple.schema.json\"\nkey = [{key}]\nsharing = \"default\"\n\
+             publishers = [\"pub\"]\n\
              schedule = \"0 0 * * * *\"\n{settings}\n\n[source]\n{source}\n"
         );
         std::fs::write(self.path().join(format!("pipelines/{name}.toml")), text).unwrap();
@@ -84,7 +100,27 @@ impl TestHub {
     }
 }
 
+/// Tokens of the test consumers (their hashes are in the test config).
+pub const ADMIN: &str = "t-admin-0123456789";
+pub const PUBLISHER: &str = "t-publisher-0123456789";
+pub const AGENCY: &str = "t-agency-0123456789";
+pub const PROVINCE: &str = "t-province-0123456789";
+
+fn consumer(id: &str, role: &str, token: &str) -> String {
+    let hash = hex::encode(iochub::sharing::consumers::hash_token(token));
+    format!(
+        "\n[[consumers]]\nid = \"{id}\"\nagency = \"Cơ quan {id}\"\nrole = \"{role}\"\ntoken_sha256 = \"{hash}\"\n"
+    )
+}
+
 fn config_toml(extra_query: &str) -> String {
+    let consumers = [
+        consumer("admin", "admin", ADMIN),
+        consumer("pub", "publisher", PUBLISHER),
+        consumer("agency", "agency", AGENCY),
+        consumer("province", "province", PROVINCE),
+    ]
+    .concat();
     format!(
         r#"[hub]
 id = "test"
@@ -107,8 +143,61 @@ fallback_unit = "VP"
 [[organisation.units]]
 id = "VP"
 name = "Văn phòng HĐND và UBND huyện"
-"#
+{consumers}"#
     )
+}
+
+/// An HTTP client that sends `token` with every request.
+pub fn client_with(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
+/// The managing office's client.
+pub fn admin_client() -> reqwest::Client {
+    client_with(ADMIN)
+}
+
+/// A clock that moves only when the test says so.
+pub struct ManualClock {
+    now: tokio::sync::watch::Sender<chrono::DateTime<chrono::Utc>>,
+}
+
+impl ManualClock {
+    pub fn new(start: &str) -> Arc<Self> {
+        let at = chrono::DateTime::parse_from_rfc3339(start)
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let (now, _) = tokio::sync::watch::channel(at);
+        Arc::new(ManualClock { now })
+    }
+
+    pub fn advance(&self, by: chrono::Duration) {
+        self.now.send_modify(|t| *t += by);
+    }
+}
+
+impl iochub::schedule::Clock for ManualClock {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        *self.now.borrow()
+    }
+
+    fn sleep_until(
+        &self,
+        until: chrono::DateTime<chrono::Utc>,
+    ) -> futures::future::BoxFuture<'static, ()> {
+        let mut rx = self.now.subscribe();
+        Box::pin(async move {
+            let _ = rx.wait_for(|now| *now >= until).await;
+        })
+    }
 }
 
 /// Serves the hub's HTTP API on a random local port.

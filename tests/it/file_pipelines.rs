@@ -243,7 +243,8 @@ async fn committed_data_and_file_ledger_survive_a_restart() {
         0,
         "ledger kept across restart"
     );
-    let catalog = hub.catalog().await;
+    let admin = hub.config.consumers.get("admin").unwrap().clone();
+    let catalog = hub.catalog_for(&admin).await.unwrap().datasets;
     assert_eq!(catalog[0].row_count, Some(2));
     assert!(catalog[0].last_ingest.is_some());
 }

@@ -26,7 +26,7 @@ async fn hub_with_data(extra_query: &str) -> (TestHub, std::net::SocketAddr) {
 }
 
 async fn post_sql(addr: std::net::SocketAddr, sql: &str, accept: &str) -> reqwest::Response {
-    reqwest::Client::new()
+    crate::common::admin_client()
         .post(format!("http://{addr}/api/v1/sql"))
         .header("accept", accept)
         .json(&json!({"sql": sql}))
@@ -132,7 +132,7 @@ async fn syntax_errors_and_bad_bodies_are_clear_400s() {
     let unknown = post_sql(addr, "SELECT * FROM nowhere", "application/json").await;
     assert_eq!(unknown.status(), StatusCode::BAD_REQUEST);
 
-    let client = reqwest::Client::new();
+    let client = crate::common::admin_client();
     let malformed = client
         .post(format!("http://{addr}/api/v1/sql"))
         .header("content-type", "application/json")
@@ -235,7 +235,7 @@ async fn a_query_over_its_memory_limit_fails_alone() {
 #[tokio::test]
 async fn catalog_and_quarantine_endpoints() {
     let (_t, addr) = hub_with_data("").await;
-    let client = reqwest::Client::new();
+    let client = crate::common::admin_client();
     let catalog: Value = client
         .get(format!("http://{addr}/api/v1/datasets"))
         .send()

@@ -257,3 +257,47 @@ async fn bearer_token_comes_from_the_environment() {
     let ok = hub.run("secure", "test").await.unwrap();
     assert_eq!(ok.accepted, 1, "{ok:?}");
 }
+
+type FeedState = (Arc<AtomicUsize>, Arc<std::sync::Mutex<Vec<Option<String>>>>);
+
+#[tokio::test]
+async fn a_change_feed_resumes_from_the_last_page_token() {
+    // A feed of 5 changes, 2 per page; `after` is the position. The last page's token is kept
+    // and the next run starts from it instead of the first page.
+    let total = Arc::new(AtomicUsize::new(5));
+    let asked = Arc::new(std::sync::Mutex::new(Vec::<Option<String>>::new()));
+    let app = Router::new()
+        .route(
+            "/feed",
+            get(
+                |State((total, asked)): State<FeedState>, p: Params| async move {
+                    asked.lock().unwrap().push(p.get("after").cloned());
+                    let at: usize = p.get("after").and_then(|v| v.parse().ok()).unwrap_or(0);
+                    let end = (at + 2).min(total.load(Ordering::SeqCst));
+                    axum::Json(json!({"data": items(at, end), "next": end.to_string()}))
+                },
+            ),
+        )
+        .with_state((total.clone(), asked.clone()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let t = TestHub::new();
+    let pagination = "[source.pagination]\ntype = \"cursor\"\npointer = \"/next\"\nparam = \"after\"\nresume = true\n";
+    t.add_pipeline("feed", &[], &http_source(addr, "/feed", pagination));
+    let hub = t.open().await;
+    let first = hub.run("feed", "test").await.unwrap();
+    assert_eq!(first.accepted, 5);
+    total.store(7, Ordering::SeqCst);
+    asked.lock().unwrap().clear();
+    let second = hub.run("feed", "test").await.unwrap();
+    assert_eq!(
+        second.accepted, 2,
+        "only the changes after the saved token: {second:?}"
+    );
+    assert_eq!(
+        asked.lock().unwrap().first().cloned().flatten().as_deref(),
+        Some("5")
+    );
+    assert_eq!(count(&hub, "SELECT count(DISTINCT id) FROM feed").await, 7);
+}

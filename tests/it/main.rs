@@ -8,3 +8,4 @@ mod http_source;
 mod run_state;
 mod samples;
 mod scheduling;
+mod sharing;

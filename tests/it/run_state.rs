@@ -271,7 +271,7 @@ async fn sigterm_abandons_a_hanging_run_after_the_grace_period_without_committin
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let client = reqwest::Client::new();
+    let client = crate::common::admin_client();
     let base = format!("http://127.0.0.1:{port}");
     // serve starts never-run pipelines at once; wait until the run is in progress.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -336,7 +336,7 @@ async fn pipelines_api_history_manual_trigger_and_metrics() {
     );
     let hub = t.open().await;
     let addr = serve(hub.clone()).await;
-    let client = reqwest::Client::new();
+    let client = crate::common::admin_client();
     let base = format!("http://{addr}");
 
     let before: Value = client

@@ -7,38 +7,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use futures::future::BoxFuture;
-use iochub::schedule::{self, Clock, Dispatch, Job, OnSkip, Scheduler, Settings};
+use iochub::schedule::{self, Dispatch, Job, OnSkip, Scheduler, Settings};
+
+use crate::common::ManualClock;
 use tokio::sync::{Semaphore, watch};
-
-/// A clock that moves only when the test says so.
-struct ManualClock {
-    now: watch::Sender<DateTime<Utc>>,
-}
-
-impl ManualClock {
-    fn new(start: &str) -> Arc<Self> {
-        let (now, _) = watch::channel(at(start));
-        Arc::new(ManualClock { now })
-    }
-
-    fn advance(&self, by: chrono::Duration) {
-        self.now.send_modify(|t| *t += by);
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> DateTime<Utc> {
-        *self.now.borrow()
-    }
-
-    fn sleep_until(&self, until: DateTime<Utc>) -> BoxFuture<'static, ()> {
-        let mut rx = self.now.subscribe();
-        Box::pin(async move {
-            let _ = rx.wait_for(|now| *now >= until).await;
-        })
-    }
-}
 
 fn at(text: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(text)

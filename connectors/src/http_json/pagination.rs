@@ -178,6 +178,12 @@ pub fn first_request(
     }))
 }
 
+fn query_value_text(url: &Url, name: &str) -> Option<String> {
+    url.query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
 /// The next page's URL, or `None` when the last page has been read.
 pub fn next_request(
     config: &HttpJsonConfig,
@@ -249,6 +255,11 @@ pub fn next_request(
             }
         },
         Some(Pagination::Cursor { pointer, param, .. }) => {
+            // An empty page ends the read: change feeds keep handing out a token when they
+            // have nothing new.
+            if count == 0 {
+                return Ok(None);
+            }
             let token = match document.pointer(pointer) {
                 None | Some(Value::Null) => return Ok(None),
                 Some(Value::String(s)) if s.is_empty() => return Ok(None),
@@ -261,6 +272,9 @@ pub fn next_request(
                     });
                 }
             };
+            if query_value_text(current, param).as_deref() == Some(token.as_str()) {
+                return Ok(None);
+            }
             Some(with_params(start.clone(), &[(param.as_str(), token)]))
         }
     })

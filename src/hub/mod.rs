@@ -1,4 +1,11 @@
 //! The hub: configuration, tables, run state and the query engine, shared by every interface.
+//! `sharing.rs` adds who may see what (and the audit of it), `publish.rs` data pushed in.
+
+mod publish;
+mod sharing;
+
+pub use publish::{PublishRejection, PublishReport};
+pub use sharing::{CatalogView, Decision, ShareView};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,7 +21,7 @@ use tokio::sync::{Mutex as AsyncMutex, Notify};
 use crate::config::{HubConfig, Pipeline};
 use crate::ingest::{self, RunReport};
 use crate::metrics::Metrics;
-use crate::query::{QueryEngine, QueryError, QueryResult};
+use crate::query::{QueryEngine, QueryError};
 use crate::schedule;
 use crate::state::{SqliteStateStore, StateError, StateStore};
 use crate::storage::{CommitInfo, RunWriter, StorageError, TableStore, quarantine};
@@ -29,6 +36,18 @@ pub enum HubError {
     ShuttingDown,
     #[error(transparent)]
     State(#[from] StateError),
+    /// Authenticated, but without the right to do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// Not there, or not visible to the caller: the same answer either way.
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{field}: {message}")]
+    BadRequest { field: String, message: String },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error(transparent)]
@@ -48,6 +67,9 @@ pub struct Hub {
     shutting_down: AtomicBool,
     active_runs: AtomicUsize,
     idle: Notify,
+    rate_limiter: crate::sharing::rate_limit::RateLimiter,
+    /// Wall-clock time for share expiry and deadlines; a test sets it by hand.
+    clock: Arc<dyn schedule::Clock>,
 }
 
 /// A pipeline as the operator sees it: schedule, last run, freshness.
@@ -74,6 +96,17 @@ pub struct ColumnInfo {
     #[serde(rename = "type")]
     pub type_name: String,
     pub description: String,
+    /// Personal data, masked for this reader (`mask` says how).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mask: Option<crate::sharing::Mask>,
+}
+
+/// A department that publishes a dataset, and its officer for data sharing.
+#[derive(Debug, Serialize)]
+pub struct PublisherInfo {
+    pub id: String,
+    pub agency: String,
+    pub focal_officer: Option<crate::sharing::FocalOfficer>,
 }
 
 #[derive(Debug, Serialize)]
@@ -85,6 +118,7 @@ pub struct DatasetInfo {
     pub sharing: &'static str,
     pub key: Vec<String>,
     pub columns: Vec<ColumnInfo>,
+    pub publishers: Vec<PublisherInfo>,
     pub row_count: Option<u64>,
     pub last_ingest: Option<DateTime<Utc>>,
 }
@@ -93,6 +127,14 @@ impl Hub {
     /// Opens (creating on first start) every dataset table and the quarantine, and registers
     /// them for SQL.
     pub async fn open(config: HubConfig) -> Result<Arc<Hub>, HubError> {
+        Self::open_with_clock(config, Arc::new(schedule::SystemClock)).await
+    }
+
+    pub async fn open_with_clock(
+        config: HubConfig,
+        clock: Arc<dyn schedule::Clock>,
+    ) -> Result<Arc<Hub>, HubError> {
+        let config_auth = config.file.auth.clone();
         let store = TableStore::new(&config.data_dir);
         let state: Arc<dyn StateStore> = Arc::new(SqliteStateStore::open(&config.data_dir)?);
         let engine = QueryEngine::new(config.file.query.clone());
@@ -124,6 +166,11 @@ impl Hub {
             shutting_down: AtomicBool::new(false),
             active_runs: AtomicUsize::new(0),
             idle: Notify::new(),
+            rate_limiter: crate::sharing::rate_limit::RateLimiter::new(
+                config_auth.requests_per_minute,
+                config_auth.burst,
+            ),
+            clock,
         }))
     }
 
@@ -274,6 +321,8 @@ impl Hub {
                 status.stale,
             );
         }
+        self.metrics
+            .set_overdue_share_requests(self.overdue_share_requests());
         self.metrics.encode()
     }
 
@@ -330,52 +379,5 @@ impl Hub {
             })?;
         *table = new;
         Ok(())
-    }
-
-    pub async fn catalog(&self) -> Vec<DatasetInfo> {
-        let mut out = Vec::new();
-        for p in &self.config.pipelines {
-            let stats = match self.tables.get(&p.name) {
-                Some(lock) => TableStore::stats_of(&*lock.lock().await).await,
-                None => Default::default(),
-            };
-            let last_ingest = self.state.load(&p.name).ok().and_then(|s| s.last_success);
-            out.push(DatasetInfo {
-                name: p.name.clone(),
-                title: p.title.clone(),
-                description: p.description.clone(),
-                sector: p.sector.clone(),
-                sharing: p.sharing.as_str(),
-                key: p.key.clone(),
-                columns: p
-                    .schema
-                    .columns
-                    .iter()
-                    .map(|c| ColumnInfo {
-                        name: c.name.clone(),
-                        type_name: crate::query::type_name(&c.kind.arrow_type()),
-                        description: c.description.clone(),
-                    })
-                    .collect(),
-                row_count: stats.rows,
-                last_ingest,
-            });
-        }
-        out
-    }
-
-    /// Quarantined records of one dataset, newest first.
-    pub async fn quarantine_of(&self, name: &str, limit: usize) -> Result<QueryResult, HubError> {
-        // `name` is a configured dataset name (an SQL identifier), checked here first.
-        self.pipeline(name)?;
-        let sql = format!(
-            "SELECT dataset, run_id, source, location, raw, errors, quarantined_at FROM quarantine \
-             WHERE dataset = '{name}' ORDER BY quarantined_at DESC, location LIMIT {limit}"
-        );
-        Ok(self.engine.query(&sql).await?)
-    }
-
-    pub async fn sql(&self, sql: &str) -> Result<QueryResult, HubError> {
-        Ok(self.engine.query(sql).await?)
     }
 }

@@ -1,0 +1,221 @@
+//! Departments push records in: `POST /api/v1/datasets/{name}/records`.
+//!
+//! The body is validated exactly as pulled data is (same normalizer), the accepted records are
+//! stored in one commit (upsert by key, so re-sending is idempotent), and every rejected record
+//! goes to the quarantine as well as back to the sender with its index and reasons.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use iochub_connectors::{Payload, RawBatch, RawRecord};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+use super::{Hub, HubError};
+use crate::normalize::{FieldError, Normalizer};
+use crate::sharing::Consumer;
+use crate::storage::{CommitInfo, quarantine};
+
+#[derive(Debug, Serialize)]
+pub struct PublishRejection {
+    /// Position of the record in the body (0-based; for CSV, the data row, header excluded).
+    pub index: usize,
+    pub errors: Vec<FieldError>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PublishReport {
+    pub accepted: usize,
+    pub rejected: Vec<PublishRejection>,
+}
+
+fn bad(message: impl Into<String>) -> HubError {
+    HubError::BadRequest {
+        field: "body".into(),
+        message: message.into(),
+    }
+}
+
+fn record(index: usize, payload: Payload) -> RawRecord {
+    RawRecord {
+        location: format!("#{index}"),
+        payload,
+    }
+}
+
+/// The records of a body, by its content type.
+fn parse_body(content_type: &str, body: &[u8]) -> Result<Vec<RawRecord>, HubError> {
+    let body = body
+        .strip_prefix(b"\xEF\xBB\xBF".as_slice())
+        .unwrap_or(body);
+    let media = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match media.as_str() {
+        "application/json" => {
+            let value: Value = serde_json::from_slice(body)
+                .map_err(|e| bad(format!("the body is not valid JSON: {e}")))?;
+            let Value::Array(items) = value else {
+                return Err(bad("a JSON body must be an array of records"));
+            };
+            Ok(items
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| record(i, Payload::Json(v)))
+                .collect())
+        }
+        "application/x-ndjson" | "application/jsonl" | "application/ndjson" => Ok(body
+            .split(|b| *b == b'\n')
+            .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+            .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
+            .enumerate()
+            .map(|(i, line)| match serde_json::from_slice::<Value>(line) {
+                Ok(v) => record(i, Payload::Json(v)),
+                Err(e) => record(
+                    i,
+                    Payload::Unreadable {
+                        raw: String::from_utf8_lossy(line).into_owned(),
+                        error: format!("not valid JSON: {e}"),
+                    },
+                ),
+            })
+            .collect()),
+        "text/csv" => {
+            let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(body);
+            let headers: Vec<String> = reader
+                .headers()
+                .map_err(|e| bad(format!("the CSV header row cannot be read: {e}")))?
+                .iter()
+                .map(|h| h.trim().to_string())
+                .collect();
+            let mut out = Vec::new();
+            for (i, row) in reader.records().enumerate() {
+                let payload = match row {
+                    Err(e) => Payload::Unreadable {
+                        raw: String::new(),
+                        error: format!("row cannot be read: {e}"),
+                    },
+                    Ok(row) if row.len() != headers.len() => Payload::Unreadable {
+                        raw: row.iter().collect::<Vec<_>>().join(","),
+                        error: format!(
+                            "row has {} fields, the header has {}",
+                            row.len(),
+                            headers.len()
+                        ),
+                    },
+                    Ok(row) => {
+                        let mut fields = Map::new();
+                        for (name, cell) in headers.iter().zip(row.iter()) {
+                            if !cell.is_empty() {
+                                fields.insert(name.clone(), Value::String(cell.to_string()));
+                            }
+                        }
+                        Payload::Text(fields)
+                    }
+                };
+                out.push(record(i, payload));
+            }
+            Ok(out)
+        }
+        other => Err(HubError::UnsupportedMediaType(format!(
+            "content type {other:?} is not accepted: send application/json (an array), application/x-ndjson or text/csv"
+        ))),
+    }
+}
+
+impl Hub {
+    pub async fn publish(
+        &self,
+        consumer: &Consumer,
+        name: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<PublishReport, HubError> {
+        let visibility = self.visibility_of(consumer)?;
+        let pipeline = match self.pipeline(name) {
+            Ok(p) if visibility.dataset(name).is_some() => p.clone(),
+            _ => return Err(HubError::NotFound(format!("no dataset named {name:?}"))),
+        };
+        if !pipeline.publishers.contains(&consumer.id) {
+            return Err(HubError::Forbidden(format!(
+                "{} is not a publisher of {name:?}",
+                consumer.id
+            )));
+        }
+        let records = parse_body(content_type, body)?;
+        let publish_id = format!("publish-{}", uuid::Uuid::new_v4());
+        let batch = RawBatch {
+            source: format!("publish:{}", consumer.id).into(),
+            records,
+            bytes: body.len() as u64,
+        };
+        let normalizer = Arc::new(Normalizer::new(
+            pipeline.schema.clone(),
+            pipeline.coerce.clone(),
+            self.time_zone(),
+        ));
+        let run_id = publish_id.clone();
+        let now = Utc::now().timestamp_micros();
+        let normalized =
+            tokio::task::spawn_blocking(move || normalizer.normalize(batch, &run_id, now))
+                .await
+                .map_err(|e| HubError::Forbidden(format!("internal error: {e}")))?;
+        if !normalized.rejected.is_empty() {
+            let batch =
+                quarantine::to_batch(&pipeline.name, &publish_id, &normalized.rejected, now)
+                    .map_err(|e| {
+                        HubError::Storage(crate::storage::StorageError::Other {
+                            table: quarantine::TABLE.into(),
+                            message: e.to_string(),
+                        })
+                    })?;
+            self.append_quarantine(batch).await?;
+        }
+        let accepted = normalized.accepted.as_ref().map_or(0, |b| b.num_rows());
+        if let Some(rows) = normalized.accepted {
+            let table = self.table(&pipeline.name).await?;
+            let mut writer = self
+                .store
+                .begin_run(&pipeline.name, &table, &pipeline.key)?;
+            drop(table);
+            writer
+                .write(rows)
+                .await
+                .map_err(|source| crate::storage::StorageError::Delta {
+                    table: pipeline.name.clone(),
+                    source: Box::new(source),
+                })?;
+            let info = CommitInfo {
+                pipeline: pipeline.name.clone(),
+                run_id: publish_id.clone(),
+                run_sequence: None,
+                checkpoint: None,
+                cursor: None,
+            };
+            self.commit_dataset(&pipeline, writer, &info).await?;
+        }
+        let rejected: Vec<PublishRejection> = normalized
+            .rejected
+            .into_iter()
+            .map(|r| PublishRejection {
+                index: r
+                    .location
+                    .trim_start_matches('#')
+                    .parse()
+                    .unwrap_or(usize::MAX),
+                errors: r.errors,
+            })
+            .collect();
+        self.audit(
+            Some(&consumer.id),
+            "publish",
+            Some(&pipeline.name),
+            json!({"publish_id": publish_id, "accepted": accepted, "rejected": rejected.len(), "bytes": body.len()}),
+            "ok",
+        );
+        Ok(PublishReport { accepted, rejected })
+    }
+}
