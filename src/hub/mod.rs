@@ -1,6 +1,7 @@
 //! The hub: configuration, tables, run state and the query engine, shared by every interface.
 //! `sharing.rs` adds who may see what (and the audit of it), `publish.rs` data pushed in.
 
+mod audit_table;
 mod publish;
 mod sharing;
 

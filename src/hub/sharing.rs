@@ -4,12 +4,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{ArrayRef, Int64Array, StringArray, TimestampMicrosecondArray};
-use arrow::datatypes::{DataType, Field, Schema};
-use arrow::record_batch::RecordBatch;
 use chrono::{NaiveDate, Utc};
 use datafusion::catalog::TableProvider;
-use datafusion::datasource::MemTable;
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -18,9 +14,6 @@ use crate::query::QueryResult;
 use crate::sharing::{self, ColumnView, Consumer, Grant, GrantRequest, Role, Visibility};
 use crate::state::{AuditEvent, AuditFilter, ShareRequest, ShareStatus};
 use crate::storage::TableStore;
-
-/// The audit lines offered as the `audit` SQL table (the newest; the API pages further back).
-const AUDIT_TABLE_LINES: usize = 100_000;
 
 #[derive(Debug, Serialize)]
 pub struct ShareView {
@@ -148,50 +141,9 @@ impl Hub {
     }
 
     fn audit_provider(&self) -> Option<Arc<dyn TableProvider>> {
-        let events = self
-            .state
-            .audit(&AuditFilter {
-                limit: AUDIT_TABLE_LINES,
-                ..Default::default()
-            })
-            .ok()?;
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("seq", DataType::Int64, false),
-            Field::new("at", crate::normalize::timestamp_type(), false),
-            Field::new("consumer", DataType::Utf8, true),
-            Field::new("action", DataType::Utf8, false),
-            Field::new("target", DataType::Utf8, true),
-            Field::new("detail", DataType::Utf8, false),
-            Field::new("outcome", DataType::Utf8, false),
-        ]));
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(Int64Array::from_iter_values(events.iter().map(|e| e.seq))),
-            Arc::new(
-                TimestampMicrosecondArray::from_iter_values(
-                    events.iter().map(|e| e.at.timestamp_micros()),
-                )
-                .with_timezone("UTC"),
-            ),
-            Arc::new(StringArray::from_iter(
-                events.iter().map(|e| e.consumer.as_deref()),
-            )),
-            Arc::new(StringArray::from_iter_values(
-                events.iter().map(|e| e.action.as_str()),
-            )),
-            Arc::new(StringArray::from_iter(
-                events.iter().map(|e| e.target.as_deref()),
-            )),
-            Arc::new(StringArray::from_iter_values(
-                events.iter().map(|e| e.detail.to_string()),
-            )),
-            Arc::new(StringArray::from_iter_values(
-                events.iter().map(|e| e.outcome.as_str()),
-            )),
-        ];
-        let batch = RecordBatch::try_new(schema.clone(), columns).ok()?;
-        MemTable::try_new(schema, vec![vec![batch]])
-            .ok()
-            .map(|t| Arc::new(t) as Arc<dyn TableProvider>)
+        Some(Arc::new(super::audit_table::AuditTable::new(
+            self.state.clone(),
+        )))
     }
 
     /// Runs SQL as `consumer`, within its catalog; every query is audited.
