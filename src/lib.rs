@@ -3,7 +3,9 @@
 //! See ARCHITECTURE.md for the map. Data flows connector → normalize → storage, and out
 //! through query (SQL over HTTP).
 
+pub mod calendar;
 pub mod config;
+pub mod functions;
 pub mod http;
 pub mod hub;
 pub mod ingest;

@@ -22,6 +22,16 @@ pub struct HubFile {
     pub sharing: SharingSection,
     #[serde(default)]
     pub audit: AuditSection,
+    #[serde(default)]
+    pub calendar: CalendarSection,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct CalendarSection {
+    /// The working-day calendar (holidays, make-up Saturdays), relative to the config file.
+    /// Without one, working days are Monday to Friday.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

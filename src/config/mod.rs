@@ -56,6 +56,7 @@ pub struct HubConfig {
     pub generated_tokens: Vec<GeneratedToken>,
     /// Pre-approved shares from `grants/*.toml`.
     pub grants: Vec<Grant>,
+    pub calendar: Arc<crate::calendar::WorkingCalendar>,
 }
 
 impl HubConfig {
@@ -138,6 +139,16 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<HubConfig, ConfigError
         }
     };
     check_publishers(&pipelines, &consumers, &mut problems);
+    let calendar = match &file.calendar.file {
+        None => crate::calendar::WorkingCalendar::weekdays_only(),
+        Some(relative) => match crate::calendar::WorkingCalendar::load(&resolve(path, relative)) {
+            Ok(c) => c,
+            Err(e) => {
+                problems.push(source.problem(Some("calendar.file"), e.to_string()));
+                crate::calendar::WorkingCalendar::weekdays_only()
+            }
+        },
+    };
     let grants_dir = resolve(path, &file.sharing.grants_dir);
     let grants = load_grants(&grants_dir, &pipelines, &consumers, &mut problems);
     if problems.is_empty() {
@@ -150,6 +161,7 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<HubConfig, ConfigError
             consumers,
             generated_tokens,
             grants,
+            calendar: Arc::new(calendar),
         })
     } else {
         Err(ConfigErrors(problems))

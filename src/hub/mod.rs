@@ -138,7 +138,10 @@ impl Hub {
         let config_auth = config.file.auth.clone();
         let store = TableStore::new(&config.data_dir);
         let state: Arc<dyn StateStore> = Arc::new(SqliteStateStore::open(&config.data_dir)?);
-        let engine = QueryEngine::new(config.file.query.clone());
+        let engine = QueryEngine::new(
+            config.file.query.clone(),
+            crate::functions::calendar_functions(config.calendar.clone(), config.time_zone),
+        );
         let mut tables = HashMap::new();
         let mut run_locks = HashMap::new();
         for pipeline in &config.pipelines {

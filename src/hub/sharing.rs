@@ -314,10 +314,10 @@ impl Hub {
             grant,
             status: ShareStatus::Pending,
             filed_at: self.clock.now(),
-            decision_due: sharing::add_working_days(
-                today,
-                self.config.file.sharing.decision_working_days,
-            ),
+            decision_due: self
+                .config
+                .calendar
+                .add_working_days(today, self.config.file.sharing.decision_working_days),
             decided_at: None,
             decided_by: None,
             note: None,

@@ -77,13 +77,16 @@ pub struct QueryEngine {
 }
 
 impl QueryEngine {
-    pub fn new(limits: QuerySection) -> Self {
+    pub fn new(limits: QuerySection, functions: Vec<datafusion::logical_expr::ScalarUDF>) -> Self {
         let config = SessionConfig::new()
             .with_information_schema(true)
             .with_target_partitions(std::thread::available_parallelism().map_or(2, |n| n.get()));
         let base = SessionContext::new_with_config(config);
         base.register_udf(masks::mask_phone_udf());
         base.register_udf(masks::mask_initials_udf());
+        for f in functions {
+            base.register_udf(f);
+        }
         QueryEngine {
             base,
             datasets: RwLock::new(HashMap::new()),

@@ -318,18 +318,3 @@ pub fn operator_visibility(pipelines: &[std::sync::Arc<Pipeline>]) -> Visibility
         audit: true,
     }
 }
-
-/// `days` working days after `from` (Monday–Friday; the Operations work adds the holiday
-/// calendar): the day of filing does not count.
-pub fn add_working_days(from: NaiveDate, days: u32) -> NaiveDate {
-    use chrono::Datelike;
-    let mut day = from;
-    let mut left = days;
-    while left > 0 {
-        day = day.succ_opt().unwrap_or(day);
-        if day.weekday().number_from_monday() <= 5 {
-            left -= 1;
-        }
-    }
-    day
-}

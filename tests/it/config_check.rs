@@ -12,6 +12,7 @@ fn broken_hub() -> TestHub {
         "name = \"Hub thử nghiệm\"\ncolour = \"blue\"",
     );
     let config = config.replace("fallback_unit = \"VP\"", "fallback_unit = \"NOPE\"");
+    let config = config + "\n[calendar]\nfile = \"missing-calendar.toml\"\n";
     t.write("config.toml", config);
     t.write(
         "schemas/broken.schema.json",
@@ -94,6 +95,7 @@ fn check_reports_every_problem_with_file_and_line() {
         "e.toml:4: schema",
         "is not valid JSON",
         "e.toml:9: unknown connector kind \"ftp\"",
+        "cannot read the calendar",
     ];
     for e in expect {
         assert!(out.contains(e), "missing {e:?} in:\n{out}");

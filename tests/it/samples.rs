@@ -138,3 +138,35 @@ fn serve_on_the_default_config_ingests_and_answers_sql() {
     let _ = child.wait();
     outcome.unwrap();
 }
+
+#[tokio::test]
+async fn calendar_functions_answer_in_sql_with_the_shipped_calendar() {
+    let data = tempfile::tempdir().unwrap();
+    let overrides = Overrides {
+        data_dir: Some(data.path().to_path_buf()),
+        ..Default::default()
+    };
+    let config = config::load(&repo().join("config.toml"), &overrides).unwrap();
+    let hub = Hub::open(config).await.unwrap();
+    let got = rows(
+        &hub,
+        "SELECT CAST(add_working_days(DATE '2025-04-03', 3) AS VARCHAR), \
+                working_days_between(DATE '2025-04-29', DATE '2025-05-07'), \
+                is_working_day(DATE '2025-04-26'), is_working_day(DATE '2026-02-16'), \
+                add_working_days(TIMESTAMP '2026-02-12T02:00:00Z', 3)",
+    )
+    .await;
+    assert_eq!(
+        got[0],
+        vec![
+            Value::from("2025-04-09"),
+            Value::from(3),
+            Value::from(true),
+            Value::from(false),
+            // Tết 14–22/2/2026: due at the end of Tuesday 24/2, local time (16:59:59.999999 UTC).
+            Value::from("2026-02-24T16:59:59.999999Z"),
+        ]
+    );
+    let wrong = hub.sql("SELECT add_working_days('soon', 3)").await;
+    assert!(wrong.is_err(), "a text argument is refused at planning");
+}

@@ -1,0 +1,204 @@
+//! SQL functions of the hub over the working-day calendar, usable in every query (and, later,
+//! in pipeline transforms): `is_working_day(d)`, `add_working_days(d, n)`,
+//! `working_days_between(a, b)`. A `DATE` is taken as is; a timestamp is first turned into the
+//! hub's local date. `add_working_days` on a timestamp answers the end of that local working
+//! day (the end of a deadline), as a UTC timestamp.
+//!
+//! ```sql
+//! SELECT add_working_days(DATE '2025-04-03', 3);              -- 2025-04-09 (Hùng Vương block)
+//! SELECT working_days_between(DATE '2025-04-29', DATE '2025-05-07');  -- 3
+//! SELECT is_working_day(DATE '2025-04-26');                   -- true (make-up Saturday)
+//! ```
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Date32Array, Int64Array, TimestampMicrosecondArray,
+};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Date32Type, Int64Type, TimeUnit, TimestampMicrosecondType};
+use chrono::{NaiveDate, NaiveTime, TimeZone};
+use chrono_tz::Tz;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+
+use crate::calendar::WorkingCalendar;
+
+const EPOCH_DAY: i32 = 719_163;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Kind {
+    IsWorkingDay,
+    AddWorkingDays,
+    WorkingDaysBetween,
+}
+
+#[derive(Debug)]
+struct CalendarFunction {
+    kind: Kind,
+    calendar: Arc<WorkingCalendar>,
+    time_zone: Tz,
+    signature: Signature,
+}
+
+impl PartialEq for CalendarFunction {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind
+            && Arc::ptr_eq(&self.calendar, &other.calendar)
+            && self.time_zone == other.time_zone
+    }
+}
+
+impl Eq for CalendarFunction {}
+
+impl Hash for CalendarFunction {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.kind.hash(state);
+        self.time_zone.name().hash(state);
+    }
+}
+
+fn is_datetime(t: &DataType) -> bool {
+    matches!(
+        t,
+        DataType::Date32 | DataType::Date64 | DataType::Timestamp(..) | DataType::Null
+    )
+}
+
+fn plan_error(message: String) -> DataFusionError {
+    DataFusionError::Plan(message)
+}
+
+/// Local dates of a date or timestamp column.
+fn local_dates(array: &ArrayRef, tz: Tz) -> Result<Vec<Option<NaiveDate>>> {
+    match array.data_type() {
+        DataType::Date32 => Ok(array
+            .as_primitive::<Date32Type>()
+            .iter()
+            .map(|d| d.and_then(|d| NaiveDate::from_num_days_from_ce_opt(d + EPOCH_DAY)))
+            .collect()),
+        DataType::Null => Ok(vec![None; array.len()]),
+        _ => {
+            let micros = cast(
+                array,
+                &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            )?;
+            Ok(micros
+                .as_primitive::<TimestampMicrosecondType>()
+                .iter()
+                .map(|t| {
+                    t.and_then(chrono::DateTime::from_timestamp_micros)
+                        .map(|t| t.with_timezone(&tz).date_naive())
+                })
+                .collect())
+        }
+    }
+}
+
+fn days(date: NaiveDate) -> i32 {
+    chrono::Datelike::num_days_from_ce(&date) - EPOCH_DAY
+}
+
+impl ScalarUDFImpl for CalendarFunction {
+    fn name(&self) -> &str {
+        match self.kind {
+            Kind::IsWorkingDay => "is_working_day",
+            Kind::AddWorkingDays => "add_working_days",
+            Kind::WorkingDaysBetween => "working_days_between",
+        }
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, args: &[DataType]) -> Result<DataType> {
+        let ok = match self.kind {
+            Kind::IsWorkingDay => is_datetime(&args[0]),
+            Kind::AddWorkingDays => is_datetime(&args[0]) && args[1].is_integer(),
+            Kind::WorkingDaysBetween => is_datetime(&args[0]) && is_datetime(&args[1]),
+        };
+        if !ok {
+            return Err(plan_error(format!(
+                "{}: arguments of types {args:?} are not accepted",
+                self.name()
+            )));
+        }
+        Ok(match self.kind {
+            Kind::IsWorkingDay => DataType::Boolean,
+            Kind::WorkingDaysBetween => DataType::Int64,
+            Kind::AddWorkingDays => match &args[0] {
+                DataType::Date32 | DataType::Date64 => DataType::Date32,
+                _ => crate::normalize::timestamp_type(),
+            },
+        })
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let tz = self.time_zone;
+        let first = local_dates(&arrays[0], tz)?;
+        let out: ArrayRef = match self.kind {
+            Kind::IsWorkingDay => Arc::new(BooleanArray::from_iter(
+                first
+                    .iter()
+                    .map(|d| d.map(|d| self.calendar.is_working_day(d))),
+            )),
+            Kind::WorkingDaysBetween => {
+                let second = local_dates(&arrays[1], tz)?;
+                Arc::new(Int64Array::from_iter(first.iter().zip(&second).map(
+                    |(a, b)| Some(self.calendar.working_days_between((*a)?, (*b)?)),
+                )))
+            }
+            Kind::AddWorkingDays => {
+                let n = cast(&arrays[1], &DataType::Int64)?;
+                let n = n.as_primitive::<Int64Type>();
+                let due: Vec<Option<NaiveDate>> = first
+                    .iter()
+                    .enumerate()
+                    .map(|(i, d)| {
+                        let count = u32::try_from(n.is_valid(i).then(|| n.value(i))?).ok()?;
+                        Some(self.calendar.add_working_days((*d)?, count))
+                    })
+                    .collect();
+                if matches!(arrays[0].data_type(), DataType::Date32 | DataType::Date64) {
+                    Arc::new(Date32Array::from_iter(due.iter().map(|d| d.map(days))))
+                } else {
+                    // The end of the last working day, local time: 23:59:59.999999.
+                    let end = NaiveTime::from_hms_micro_opt(23, 59, 59, 999_999)
+                        .unwrap_or(NaiveTime::MIN);
+                    Arc::new(
+                        TimestampMicrosecondArray::from_iter(due.iter().map(|d| {
+                            d.and_then(|d| tz.from_local_datetime(&d.and_time(end)).earliest())
+                                .map(|t| t.timestamp_micros())
+                        }))
+                        .with_timezone("UTC"),
+                    )
+                }
+            }
+        };
+        Ok(ColumnarValue::Array(out))
+    }
+}
+
+/// The calendar functions for one hub.
+pub fn calendar_functions(calendar: Arc<WorkingCalendar>, time_zone: Tz) -> Vec<ScalarUDF> {
+    [
+        (Kind::IsWorkingDay, 1),
+        (Kind::AddWorkingDays, 2),
+        (Kind::WorkingDaysBetween, 2),
+    ]
+    .into_iter()
+    .map(|(kind, arity)| {
+        ScalarUDF::new_from_impl(CalendarFunction {
+            kind,
+            calendar: calendar.clone(),
+            time_zone,
+            signature: Signature::any(arity, Volatility::Immutable),
+        })
+    })
+    .collect()
+}
