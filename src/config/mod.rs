@@ -168,6 +168,16 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<HubConfig, ConfigError
     }
 }
 
+/// The `*.toml` files of a folder, in name order (so problems are reported in a stable order).
+fn toml_files(entries: std::fs::ReadDir) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    files
+}
+
 fn is_identifier(name: &str) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_lowercase())
@@ -231,11 +241,7 @@ fn load_pipelines(dir: &Path, problems: &mut Vec<Problem>) -> Vec<Arc<Pipeline>>
             return Vec::new();
         }
     };
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        .collect();
-    files.sort();
+    let files = toml_files(entries);
     let mut pipelines: Vec<Arc<Pipeline>> = Vec::new();
     let mut names: HashMap<String, PathBuf> = HashMap::new();
     for file in files {
@@ -524,11 +530,7 @@ fn load_grants(
         // No folder, no pre-approved grants.
         return Vec::new();
     };
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        .collect();
-    files.sort();
+    let files = toml_files(entries);
     let mut grants: Vec<Grant> = Vec::new();
     for file in files {
         let Ok(text) = std::fs::read_to_string(&file) else {

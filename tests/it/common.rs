@@ -160,6 +160,11 @@ pub fn client_with(token: &str) -> reqwest::Client {
         .unwrap()
 }
 
+/// GET `url` and parse the JSON answer (whatever its status).
+pub async fn get_json(client: &reqwest::Client, url: impl reqwest::IntoUrl) -> Value {
+    client.get(url).send().await.unwrap().json().await.unwrap()
+}
+
 /// The managing office's client.
 pub fn admin_client() -> reqwest::Client {
     client_with(ADMIN)

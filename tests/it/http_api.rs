@@ -162,14 +162,7 @@ async fn syntax_errors_and_bad_bodies_are_clear_400s() {
         .await
         .unwrap();
     assert_eq!(nowhere.status(), StatusCode::NOT_FOUND);
-    let health: Value = client
-        .get(format!("http://{addr}/healthz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: Value = crate::common::get_json(&client, format!("http://{addr}/healthz")).await;
     assert_eq!(health["status"], json!("ok"));
 }
 
@@ -236,14 +229,8 @@ async fn a_query_over_its_memory_limit_fails_alone() {
 async fn catalog_and_quarantine_endpoints() {
     let (_t, addr) = hub_with_data("").await;
     let client = crate::common::admin_client();
-    let catalog: Value = client
-        .get(format!("http://{addr}/api/v1/datasets"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let catalog: Value =
+        crate::common::get_json(&client, format!("http://{addr}/api/v1/datasets")).await;
     let items = &catalog["datasets"][0];
     assert_eq!(items["name"], json!("items"));
     assert_eq!(items["title"], json!("Dữ liệu items"));
@@ -255,14 +242,11 @@ async fn catalog_and_quarantine_endpoints() {
         json!({"name": "n", "type": "integer", "description": "Số lượng"})
     );
 
-    let q: Value = client
-        .get(format!("http://{addr}/api/v1/datasets/items/quarantine"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let q: Value = crate::common::get_json(
+        &client,
+        format!("http://{addr}/api/v1/datasets/items/quarantine"),
+    )
+    .await;
     assert_eq!(q["count"], json!(1));
     let record = &q["records"][0];
     assert_eq!(record["location"], json!("line 3"));

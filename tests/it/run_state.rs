@@ -339,14 +339,7 @@ async fn pipelines_api_history_manual_trigger_and_metrics() {
     let client = crate::common::admin_client();
     let base = format!("http://{addr}");
 
-    let before: Value = client
-        .get(format!("{base}/api/v1/pipelines"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let before: Value = crate::common::get_json(&client, format!("{base}/api/v1/pipelines")).await;
     let p = &before["pipelines"][0];
     assert_eq!(p["name"], json!("items"));
     assert_eq!(p["schedule"], json!("0 0 * * * *"));
@@ -364,28 +357,15 @@ async fn pipelines_api_history_manual_trigger_and_metrics() {
     assert_eq!(run["run"]["status"], json!("partial"));
     assert_eq!(run["run"]["trigger"], json!("manual"));
 
-    let after: Value = client
-        .get(format!("{base}/api/v1/pipelines"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let after: Value = crate::common::get_json(&client, format!("{base}/api/v1/pipelines")).await;
     let p = &after["pipelines"][0];
     assert_eq!(p["last_run"]["accepted"], json!(2));
     assert_eq!(p["records_last_run"], json!(2));
     assert_eq!(p["stale"], json!(false));
     assert!(p["freshness_seconds"].as_i64().unwrap() < 60);
 
-    let runs: Value = client
-        .get(format!("{base}/api/v1/pipelines/items/runs"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let runs: Value =
+        crate::common::get_json(&client, format!("{base}/api/v1/pipelines/items/runs")).await;
     assert_eq!(runs["runs"].as_array().unwrap().len(), 1);
     assert_eq!(runs["runs"][0]["rejected"], json!(1));
 

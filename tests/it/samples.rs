@@ -15,15 +15,20 @@ fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-#[tokio::test]
-async fn sample_bad_records_end_up_in_quarantine_with_reasons() {
-    let data = tempfile::tempdir().unwrap();
+/// The shipped `config.toml` with its data in `data_dir`.
+async fn shipped_hub(data_dir: &Path) -> std::sync::Arc<Hub> {
     let overrides = Overrides {
-        data_dir: Some(data.path().to_path_buf()),
+        data_dir: Some(data_dir.to_path_buf()),
         ..Default::default()
     };
     let config = config::load(&repo().join("config.toml"), &overrides).unwrap();
-    let hub = Hub::open(config).await.unwrap();
+    Hub::open(config).await.unwrap()
+}
+
+#[tokio::test]
+async fn sample_bad_records_end_up_in_quarantine_with_reasons() {
+    let data = tempfile::tempdir().unwrap();
+    let hub = shipped_hub(data.path()).await;
     let reports = hub.run_all("test").await;
     assert_eq!(reports.len(), 7);
     assert!(reports.iter().all(|r| r.error.is_none()), "{reports:#?}");
@@ -142,12 +147,7 @@ fn serve_on_the_default_config_ingests_and_answers_sql() {
 #[tokio::test]
 async fn calendar_functions_answer_in_sql_with_the_shipped_calendar() {
     let data = tempfile::tempdir().unwrap();
-    let overrides = Overrides {
-        data_dir: Some(data.path().to_path_buf()),
-        ..Default::default()
-    };
-    let config = config::load(&repo().join("config.toml"), &overrides).unwrap();
-    let hub = Hub::open(config).await.unwrap();
+    let hub = shipped_hub(data.path()).await;
     let got = rows(
         &hub,
         "SELECT CAST(add_working_days(DATE '2025-04-03', 3) AS VARCHAR), \
