@@ -202,3 +202,33 @@ pub fn calendar_functions(calendar: Arc<WorkingCalendar>, time_zone: Tz) -> Vec<
     })
     .collect()
 }
+
+/// Registers every function of the hub (masks, calendar, JSON) in `ctx`: queries, transforms
+/// and share views all see the same ones.
+pub fn register_all(
+    ctx: &mut datafusion::prelude::SessionContext,
+    calendar: Arc<WorkingCalendar>,
+    time_zone: Tz,
+) {
+    ctx.register_udf(crate::sharing::masks::mask_phone_udf());
+    ctx.register_udf(crate::sharing::masks::mask_initials_udf());
+    for f in calendar_functions(calendar, time_zone) {
+        ctx.register_udf(f);
+    }
+    if let Err(e) = datafusion_functions_json::register_all(ctx) {
+        tracing::error!(error = %e, "the JSON functions could not be registered");
+    }
+}
+
+/// A context with the hub's functions and settings and no tables.
+pub fn context(
+    calendar: Arc<WorkingCalendar>,
+    time_zone: Tz,
+) -> datafusion::prelude::SessionContext {
+    let config = datafusion::prelude::SessionConfig::new()
+        .with_information_schema(true)
+        .with_target_partitions(std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let mut ctx = datafusion::prelude::SessionContext::new_with_config(config);
+    register_all(&mut ctx, calendar, time_zone);
+    ctx
+}

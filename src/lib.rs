@@ -16,5 +16,6 @@ pub mod schedule;
 pub mod sharing;
 pub mod state;
 pub mod storage;
+pub mod transform;
 
 pub use hub::Hub;

@@ -21,9 +21,9 @@ pub use hub::{
     AuditSection, AuthSection, HttpSection, HubFile, HubSection, OrgLevel, Organisation,
     QuerySection, SharingSection, Unit,
 };
-pub use pipeline::{Coercions, CursorConfig, DateFormat, RunRetry, Sharing, parse_duration};
+pub use pipeline::{Check, Coercions, CursorConfig, DateFormat, RunRetry, Sharing, parse_duration};
 
-use crate::normalize::DatasetSchema;
+use crate::normalize::{ColumnKind, DatasetSchema};
 use crate::sharing::{Consumers, GeneratedToken, Grant, Role};
 use diagnostics::{TomlSource, resolve};
 
@@ -87,6 +87,10 @@ pub struct Pipeline {
     pub coerce: Coercions,
     pub cursor: Option<CursorConfig>,
     pub run_retry: RunRetry,
+    pub transform: Option<String>,
+    pub checks: Vec<Check>,
+    /// The stored table's columns: the schema's (or the transform's output), then the hub's.
+    pub table_schema: arrow::datatypes::SchemaRef,
 }
 
 pub fn load(path: &Path, overrides: &Overrides) -> Result<HubConfig, ConfigErrors> {
@@ -126,8 +130,20 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<HubConfig, ConfigError
         Some(d) => d.clone(),
         None => resolve(path, &file.hub.data_dir),
     };
+    let calendar = match &file.calendar.file {
+        None => crate::calendar::WorkingCalendar::weekdays_only(),
+        Some(relative) => match crate::calendar::WorkingCalendar::load(&resolve(path, relative)) {
+            Ok(c) => c,
+            Err(e) => {
+                problems.push(source.problem(Some("calendar.file"), e.to_string()));
+                crate::calendar::WorkingCalendar::weekdays_only()
+            }
+        },
+    };
+    let calendar = Arc::new(calendar);
+    let functions = crate::functions::context(calendar.clone(), time_zone);
     let pipelines_dir = resolve(path, &file.hub.pipelines_dir);
-    let pipelines = load_pipelines(&pipelines_dir, &mut problems);
+    let pipelines = load_pipelines(&pipelines_dir, &functions, &mut problems);
     let mut generated_tokens = Vec::new();
     let consumers = match Consumers::from_config(&file.consumers, &mut generated_tokens) {
         Ok(c) => c,
@@ -139,16 +155,6 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<HubConfig, ConfigError
         }
     };
     check_publishers(&pipelines, &consumers, &mut problems);
-    let calendar = match &file.calendar.file {
-        None => crate::calendar::WorkingCalendar::weekdays_only(),
-        Some(relative) => match crate::calendar::WorkingCalendar::load(&resolve(path, relative)) {
-            Ok(c) => c,
-            Err(e) => {
-                problems.push(source.problem(Some("calendar.file"), e.to_string()));
-                crate::calendar::WorkingCalendar::weekdays_only()
-            }
-        },
-    };
     let grants_dir = resolve(path, &file.sharing.grants_dir);
     let grants = load_grants(&grants_dir, &pipelines, &consumers, &mut problems);
     if problems.is_empty() {
@@ -161,7 +167,7 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<HubConfig, ConfigError
             consumers,
             generated_tokens,
             grants,
-            calendar: Arc::new(calendar),
+            calendar,
         })
     } else {
         Err(ConfigErrors(problems))
@@ -229,7 +235,11 @@ fn check_hub(source: &TomlSource<'_>, file: &HubFile, problems: &mut Vec<Problem
     }
 }
 
-fn load_pipelines(dir: &Path, problems: &mut Vec<Problem>) -> Vec<Arc<Pipeline>> {
+fn load_pipelines(
+    dir: &Path,
+    functions: &datafusion::prelude::SessionContext,
+    problems: &mut Vec<Problem>,
+) -> Vec<Arc<Pipeline>> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) => {
@@ -254,7 +264,7 @@ fn load_pipelines(dir: &Path, problems: &mut Vec<Problem>) -> Vec<Arc<Pipeline>>
             continue;
         };
         let source = TomlSource::new(&file, &text);
-        let (name, pipeline) = load_pipeline(&source, problems);
+        let (name, pipeline) = load_pipeline(&source, functions, problems);
         // Names are checked for duplicates even when a file has other problems, so that
         // every mistake shows in one pass.
         if let Some(name) = name {
@@ -293,6 +303,7 @@ pub fn parse_schedule(text: &str) -> Result<cron::Schedule, String> {
 /// The dataset name (when the file could be read that far) and the pipeline (when it is valid).
 fn load_pipeline(
     source: &TomlSource<'_>,
+    functions: &datafusion::prelude::SessionContext,
     problems: &mut Vec<Problem>,
 ) -> (Option<String>, Option<Pipeline>) {
     let before = problems.len();
@@ -300,13 +311,14 @@ fn load_pipeline(
         return (None, None);
     };
     let name = file.name.clone();
-    let pipeline = check_pipeline(source, file, problems, before);
+    let pipeline = check_pipeline(source, file, functions, problems, before);
     (Some(name), pipeline)
 }
 
 fn check_pipeline(
     source: &TomlSource<'_>,
     file: pipeline::PipelineFile,
+    functions: &datafusion::prelude::SessionContext,
     problems: &mut Vec<Problem>,
     before: usize,
 ) -> Option<Pipeline> {
@@ -347,43 +359,79 @@ fn check_pipeline(
             None
         }
     };
+    // With a transform, the stored columns are its output, planned here against the schema.
+    let table_schema = match (&schema, &file.transform) {
+        (Some(s), None) => Some(s.arrow.clone()),
+        (Some(s), Some(sql)) => {
+            match crate::transform::output_schema(functions, s.data_schema(), sql) {
+                Ok(out) => Some(crate::transform::with_meta_fields(&out)),
+                Err(e) => {
+                    problems.push(source.problem(Some("transform"), format!("transform: {e}")));
+                    None
+                }
+            }
+        }
+        (None, _) => None,
+    };
     if let Some(schema) = &schema {
+        for (i, check) in file.checks.iter().enumerate() {
+            if let Err(e) =
+                crate::transform::check_rule(functions, schema.data_schema(), &check.rule)
+            {
+                problems.push(source.problem(
+                    Some(&format!("checks.{i}.rule")),
+                    format!("check {:?}: {e}", check.name),
+                ));
+            }
+        }
+    }
+    if let (Some(schema), Some(table)) = (&schema, &table_schema) {
+        let transformed = file.transform.is_some();
+        let kind_of = |name: &str| -> Option<ColumnKind> {
+            if transformed {
+                table
+                    .field_with_name(name)
+                    .ok()
+                    .map(|f| ColumnKind::from_arrow(f.data_type()))
+            } else {
+                schema.column(name).map(|c| c.kind)
+            }
+        };
+        let of_what = if transformed {
+            "a column of the transform's output"
+        } else {
+            "a property of the schema"
+        };
         for (i, key) in file.key.iter().enumerate() {
-            match schema.column(key) {
+            match kind_of(key) {
                 None => problems.push(source.problem(
                     Some(&format!("key.{i}")),
-                    format!(
-                        "key column {key:?} is not a property of the schema {}",
-                        schema_path.display()
-                    ),
+                    format!("key column {key:?} is not {of_what}"),
                 )),
-                Some(c) if c.kind.is_json() => problems.push(source.problem(
+                Some(k) if k.is_json() => problems.push(source.problem(
                     Some(&format!("key.{i}")),
                     format!("key column {key:?} is an object or array; a key must be a scalar"),
                 )),
                 Some(_) => {}
             }
         }
-    }
-    if let (Some(schema), Some(cursor)) = (&schema, &file.cursor) {
-        match schema.column(&cursor.field) {
-            None => problems.push(source.problem(
-                Some("cursor.field"),
-                format!(
-                    "cursor field {:?} is not a property of the schema",
-                    cursor.field
-                ),
-            )),
-            Some(c) if c.kind.is_json() || c.kind == crate::normalize::ColumnKind::Boolean => {
-                problems.push(source.problem(
+        if let Some(cursor) = &file.cursor {
+            match kind_of(&cursor.field) {
+                None => problems.push(source.problem(
                     Some("cursor.field"),
-                    format!(
-                        "cursor field {:?} must be a string, number, date or date-time",
-                        cursor.field
-                    ),
-                ))
+                    format!("cursor field {:?} is not {of_what}", cursor.field),
+                )),
+                Some(k) if k.is_json() || k == ColumnKind::Boolean => {
+                    problems.push(source.problem(
+                        Some("cursor.field"),
+                        format!(
+                            "cursor field {:?} must be a string, number, date or date-time",
+                            cursor.field
+                        ),
+                    ))
+                }
+                Some(_) => {}
             }
-            Some(_) => {}
         }
     }
     if file.run_retry.attempts == 0 {
@@ -418,6 +466,9 @@ fn check_pipeline(
         coerce: file.coerce,
         cursor: file.cursor,
         run_retry: file.run_retry,
+        transform: file.transform,
+        checks: file.checks,
+        table_schema: table_schema?,
     })
 }
 

@@ -33,6 +33,23 @@ pub struct PipelineFile {
     pub cursor: Option<CursorConfig>,
     #[serde(default)]
     pub run_retry: RunRetry,
+    /// SQL over each validated batch (the table `input`) before storage.
+    #[serde(default)]
+    pub transform: Option<String>,
+    /// Rules across fields that JSON Schema cannot state; a record breaking one is quarantined.
+    #[serde(default)]
+    pub checks: Vec<Check>,
+}
+
+/// A rule over one record's columns, as an SQL boolean expression (`a + b = c`). A record for
+/// which it is false goes to quarantine with `message`; NULL passes (required-ness is the
+/// schema's job).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct Check {
+    pub name: String,
+    pub rule: String,
+    /// What a clerk reads in the quarantine (Vietnamese).
+    pub message: String,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]

@@ -140,12 +140,12 @@ impl Hub {
         let state: Arc<dyn StateStore> = Arc::new(SqliteStateStore::open(&config.data_dir)?);
         let engine = QueryEngine::new(
             config.file.query.clone(),
-            crate::functions::calendar_functions(config.calendar.clone(), config.time_zone),
+            crate::functions::context(config.calendar.clone(), config.time_zone),
         );
         let mut tables = HashMap::new();
         let mut run_locks = HashMap::new();
         for pipeline in &config.pipelines {
-            let table = store.open(&pipeline.name, &pipeline.schema.arrow).await?;
+            let table = store.open(&pipeline.name, &pipeline.table_schema).await?;
             engine.register(
                 &pipeline.name,
                 store.provider(&pipeline.name, &table).await?,

@@ -152,17 +152,33 @@ impl Hub {
             records,
             bytes: body.len() as u64,
         };
-        let normalizer = Arc::new(Normalizer::new(
+        let mut normalizer = Normalizer::new(
             pipeline.schema.clone(),
             pipeline.coerce.clone(),
             self.time_zone(),
-        ));
+        );
+        normalizer.keep_raw = !pipeline.checks.is_empty();
+        let normalizer = Arc::new(normalizer);
         let run_id = publish_id.clone();
         let now = Utc::now().timestamp_micros();
-        let normalized =
+        let mut normalized =
             tokio::task::spawn_blocking(move || normalizer.normalize(batch, &run_id, now))
                 .await
                 .map_err(|e| HubError::Forbidden(format!("internal error: {e}")))?;
+        let source: Arc<str> = format!("publish:{}", consumer.id).into();
+        crate::ingest::finish_normalized(
+            self,
+            &pipeline,
+            &mut normalized,
+            now,
+            &publish_id,
+            &source,
+        )
+        .await
+        .map_err(|e| HubError::BadRequest {
+            field: "transform".into(),
+            message: e,
+        })?;
         if !normalized.rejected.is_empty() {
             let batch =
                 quarantine::to_batch(&pipeline.name, &publish_id, &normalized.rejected, now)

@@ -189,15 +189,25 @@ impl Hub {
                 Some(lock) => TableStore::stats_of(&*lock.lock().await).await,
                 None => Default::default(),
             };
+            let hub_columns = [
+                crate::normalize::INGESTED_AT,
+                crate::normalize::RUN_ID,
+                crate::normalize::SOURCE,
+            ];
             let columns = p
-                .schema
-                .columns
+                .table_schema
+                .fields()
                 .iter()
-                .map(|c| ColumnInfo {
-                    name: c.name.clone(),
-                    type_name: crate::query::type_name(&c.kind.arrow_type()),
-                    description: c.description.clone(),
-                    mask: view.columns.iter().find(|(n, _)| *n == c.name).and_then(
+                .filter(|f| !hub_columns.contains(&f.name().as_str()))
+                .map(|f| ColumnInfo {
+                    name: f.name().clone(),
+                    type_name: crate::query::type_name(f.data_type()),
+                    description: p
+                        .schema
+                        .column(f.name())
+                        .map(|c| c.description.clone())
+                        .unwrap_or_default(),
+                    mask: view.columns.iter().find(|(n, _)| n == f.name()).and_then(
                         |(_, v)| match v {
                             ColumnView::Masked(m) => Some(*m),
                             ColumnView::Clear => None,

@@ -95,6 +95,8 @@ enum RunError {
     State(#[from] crate::state::StateError),
     #[error("{0}")]
     Internal(String),
+    #[error("transform: {0}")]
+    Transform(String),
 }
 
 impl RunError {
@@ -276,6 +278,75 @@ async fn attempt(
     Ok(collected)
 }
 
+/// The rows to store for a normalized batch: records breaking a `[[checks]]` rule move to
+/// `out.rejected`, the pipeline's transform (if any) runs over the rest, and the hub's columns
+/// (`_ingested_at`, `_run_id`, `_source`) come last.
+pub(crate) async fn finish_normalized(
+    hub: &Hub,
+    pipeline: &Pipeline,
+    out: &mut Normalized,
+    ingested_at: i64,
+    run_id: &str,
+    source: &Arc<str>,
+) -> Result<(), String> {
+    let Some(mut batch) = out.accepted.take() else {
+        return Ok(());
+    };
+    let data_columns: Vec<usize> = (0..pipeline.schema.columns.len()).collect();
+    if !pipeline.checks.is_empty() {
+        let rules: Vec<String> = pipeline.checks.iter().map(|c| c.rule.clone()).collect();
+        let input = batch.project(&data_columns).map_err(|e| e.to_string())?;
+        let failed = crate::transform::failed_checks(hub.engine.context(), &rules, &input)
+            .await
+            .map_err(|e| e.strip_backtrace())?;
+        if failed.iter().any(Option::is_some) {
+            for (row, check) in failed.iter().enumerate() {
+                let Some(i) = check else { continue };
+                let check = &pipeline.checks[*i];
+                out.rejected.push(Rejected {
+                    source: source.clone(),
+                    location: out.accepted_locations.get(row).cloned().unwrap_or_default(),
+                    raw: out.accepted_raw.get(row).cloned().unwrap_or_default(),
+                    errors: vec![crate::normalize::FieldError {
+                        pointer: String::new(),
+                        message: format!(
+                            "{} (check {}: {})",
+                            check.message, check.name, check.rule
+                        ),
+                    }],
+                });
+            }
+            let keep: arrow::array::BooleanArray =
+                failed.iter().map(|f| Some(f.is_none())).collect();
+            batch =
+                arrow::compute::filter_record_batch(&batch, &keep).map_err(|e| e.to_string())?;
+        }
+    }
+    let Some(sql) = &pipeline.transform else {
+        out.accepted = (batch.num_rows() > 0).then_some(batch);
+        return Ok(());
+    };
+    let input = batch.project(&data_columns).map_err(|e| e.to_string())?;
+    let output = crate::transform::apply(hub.engine.context(), sql, input)
+        .await
+        .map_err(|e| e.strip_backtrace())?;
+    let table = &pipeline.table_schema;
+    let data_schema = Arc::new(arrow::datatypes::Schema::new(
+        table.fields()[..table.fields().len() - 3].to_vec(),
+    ));
+    let mut parts = Vec::with_capacity(output.len());
+    for part in &output {
+        let typed = crate::transform::to_storable(part, &data_schema).map_err(|e| e.to_string())?;
+        parts.push(
+            crate::transform::add_meta(&typed, table, ingested_at, run_id, source)
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    let stored = arrow::compute::concat_batches(table, &parts).map_err(|e| e.to_string())?;
+    out.accepted = (stored.num_rows() > 0).then_some(stored);
+    Ok(())
+}
+
 /// Reads the whole source, normalizing batches on blocking threads (two at a time, in order),
 /// and streams the accepted rows into the run's writer.
 async fn collect(
@@ -287,14 +358,17 @@ async fn collect(
     writer: &mut RunWriter,
     previous_cursor: Option<&serde_json::Value>,
 ) -> Result<Collected, RunError> {
-    let normalizer = Arc::new(Normalizer::new(
+    let mut normalizer = Normalizer::new(
         pipeline.schema.clone(),
         pipeline.coerce.clone(),
         hub.time_zone(),
-    ));
+    );
+    normalizer.keep_raw = !pipeline.checks.is_empty();
+    let normalizer = Arc::new(normalizer);
     let mut cursor = pipeline.cursor.as_ref().and_then(|c| {
-        let column = pipeline.schema.column(&c.field)?;
-        Some(CursorTracker::new(&c.field, column.kind, previous_cursor))
+        let field = pipeline.table_schema.field_with_name(&c.field).ok()?;
+        let kind = crate::normalize::ColumnKind::from_arrow(field.data_type());
+        Some(CursorTracker::new(&c.field, kind, previous_cursor))
     });
     let ingested_at = started_at.timestamp_micros();
     let run_id: Arc<str> = run_id.into();
@@ -306,11 +380,17 @@ async fn collect(
                 match event? {
                     SourceEvent::Batch(batch) => {
                         let bytes = batch.bytes;
+                        let source = batch.source.clone();
+                        let for_task = run_id.clone();
                         let out = tokio::task::spawn_blocking(move || {
-                            normalizer.normalize(batch, &run_id, ingested_at)
+                            normalizer.normalize(batch, &for_task, ingested_at)
                         })
                         .await
                         .map_err(|e| RunError::Internal(format!("normalize task: {e}")))?;
+                        let mut out = out;
+                        finish_normalized(hub, pipeline, &mut out, ingested_at, &run_id, &source)
+                            .await
+                            .map_err(RunError::Transform)?;
                         Ok::<_, RunError>((Some((out, bytes)), None))
                     }
                     SourceEvent::Checkpoint(cp) => Ok((None, Some(cp))),
@@ -333,6 +413,7 @@ async fn collect(
                 fetched,
                 accepted,
                 rejected,
+                ..
             },
             bytes,
         )) = out

@@ -49,6 +49,11 @@ pub struct Rejected {
 pub struct Normalized {
     pub fetched: usize,
     pub accepted: Option<RecordBatch>,
+    /// Where each accepted row came from, in row order.
+    pub accepted_locations: Vec<String>,
+    /// Each accepted row's raw text, in row order (kept only when `keep_raw`: checks after
+    /// normalizing may still quarantine a row).
+    pub accepted_raw: Vec<String>,
     pub rejected: Vec<Rejected>,
 }
 
@@ -56,6 +61,7 @@ pub struct Normalizer {
     pub schema: Arc<DatasetSchema>,
     pub coercions: Coercions,
     pub time_zone: Tz,
+    pub keep_raw: bool,
 }
 
 impl Normalizer {
@@ -64,6 +70,7 @@ impl Normalizer {
             schema,
             coercions,
             time_zone,
+            keep_raw: false,
         }
     }
 
@@ -75,6 +82,8 @@ impl Normalizer {
         };
         let mut rows = RowsBuilder::new(&self.schema.columns, batch.records.len());
         let mut rejected = Vec::new();
+        let mut accepted_locations = Vec::new();
+        let mut accepted_raw = Vec::new();
         let fetched = batch.records.len();
         for record in batch.records {
             let reject = |raw: String, errors: Vec<FieldError>| Rejected {
@@ -117,12 +126,20 @@ impl Normalizer {
                 rejected.push(reject(raw_text(), errors));
                 continue;
             }
-            if let Err(errors) = rows.push(&typed, &batch.source) {
-                let errors = errors
-                    .into_iter()
-                    .map(|(pointer, message)| FieldError { pointer, message })
-                    .collect();
-                rejected.push(reject(raw_text(), errors));
+            match rows.push(&typed, &batch.source) {
+                Ok(()) => {
+                    accepted_locations.push(record.location.clone());
+                    if self.keep_raw {
+                        accepted_raw.push(raw_text());
+                    }
+                }
+                Err(errors) => {
+                    let errors = errors
+                        .into_iter()
+                        .map(|(pointer, message)| FieldError { pointer, message })
+                        .collect();
+                    rejected.push(reject(raw_text(), errors));
+                }
             }
         }
         let accepted = if rows.len() > 0 {
@@ -150,6 +167,8 @@ impl Normalizer {
         Normalized {
             fetched,
             accepted,
+            accepted_locations,
+            accepted_raw,
             rejected,
         }
     }

@@ -45,6 +45,19 @@ impl ColumnKind {
         }
     }
 
+    /// The kind of a stored column (a transform's output), by its Arrow type.
+    pub fn from_arrow(t: &DataType) -> ColumnKind {
+        match t {
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => ColumnKind::Utf8,
+            DataType::Int64 => ColumnKind::Int64,
+            DataType::Float64 => ColumnKind::Float64,
+            DataType::Boolean => ColumnKind::Boolean,
+            DataType::Date32 => ColumnKind::Date,
+            DataType::Timestamp(..) => ColumnKind::Timestamp,
+            _ => ColumnKind::Json,
+        }
+    }
+
     fn from_property(property: &Value) -> ColumnKind {
         let types: Vec<&str> = match property.get("type") {
             Some(Value::String(t)) => vec![t.as_str()],
@@ -202,6 +215,13 @@ impl DatasetSchema {
             columns,
             arrow: Arc::new(Schema::new(fields)),
         })
+    }
+
+    /// The data columns only (what a transform sees as `input`).
+    pub fn data_schema(&self) -> SchemaRef {
+        Arc::new(Schema::new(
+            self.arrow.fields()[..self.columns.len()].to_vec(),
+        ))
     }
 
     pub fn column(&self, name: &str) -> Option<&Column> {

@@ -23,14 +23,14 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::LogicalPlan;
-use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 
 pub use format::{to_arrow_ipc, to_csv, to_json, type_name};
 
 use crate::config::QuerySection;
 use crate::sharing::catalog::{self, PlanGuard, Sources};
-use crate::sharing::{Grant, Visibility, masks};
+use crate::sharing::{Grant, Visibility};
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
@@ -77,16 +77,8 @@ pub struct QueryEngine {
 }
 
 impl QueryEngine {
-    pub fn new(limits: QuerySection, functions: Vec<datafusion::logical_expr::ScalarUDF>) -> Self {
-        let config = SessionConfig::new()
-            .with_information_schema(true)
-            .with_target_partitions(std::thread::available_parallelism().map_or(2, |n| n.get()));
-        let base = SessionContext::new_with_config(config);
-        base.register_udf(masks::mask_phone_udf());
-        base.register_udf(masks::mask_initials_udf());
-        for f in functions {
-            base.register_udf(f);
-        }
+    /// `base` holds the settings and functions every query gets (see `functions::context`).
+    pub fn new(limits: QuerySection, base: SessionContext) -> Self {
         QueryEngine {
             base,
             datasets: RwLock::new(HashMap::new()),

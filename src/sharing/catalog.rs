@@ -221,7 +221,9 @@ fn owner_context(
     Ok(ctx)
 }
 
-fn empty_context(
+/// A context with the base's settings and functions, and an empty catalog of its own (the
+/// default catalog with `public` and `share` schemas).
+pub(crate) fn empty_context(
     base: &SessionContext,
 ) -> Result<
     (
@@ -312,4 +314,121 @@ pub async fn consumer_context(
         raw.push(sources.quarantine.clone());
     }
     Ok((ctx, PlanGuard { raw, views }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sharing::Role;
+    use arrow::array::{Int64Array, StringArray};
+    use arrow::datatypes::{Field, Schema};
+    use arrow::record_batch::RecordBatch;
+    use datafusion::datasource::MemTable;
+
+    fn table() -> Arc<dyn TableProvider> {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("phone", DataType::Utf8, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from(vec![1, 2])),
+                Arc::new(StringArray::from(vec![Some("0912345678"), None])),
+            ],
+        )
+        .unwrap();
+        Arc::new(MemTable::try_new(schema, vec![vec![batch]]).unwrap())
+    }
+
+    fn visibility(shares: Vec<Grant>) -> Visibility {
+        Visibility {
+            consumer: "c".into(),
+            role: Role::Agency,
+            datasets: vec![DatasetView {
+                dataset: "t".into(),
+                columns: vec![
+                    ("id".into(), ColumnView::Clear),
+                    ("phone".into(), ColumnView::Masked(Mask::Phone)),
+                ],
+            }],
+            shares,
+            quarantine: QuarantineScope::None,
+            audit: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_guard_refuses_a_raw_scan_and_accepts_the_views() {
+        let raw = table();
+        let datasets = HashMap::from([("t".to_string(), raw.clone())]);
+        let sources = Sources {
+            datasets: &datasets,
+            quarantine: table(),
+            audit: None,
+        };
+        let base = SessionContext::new();
+        let (ctx, guard) = consumer_context(&base, &sources, &visibility(vec![]))
+            .await
+            .unwrap();
+        let through_view = ctx
+            .state()
+            .create_logical_plan("SELECT * FROM t")
+            .await
+            .unwrap();
+        assert!(guard.check(&through_view).is_ok());
+        let around = LogicalPlanBuilder::scan("t", provider_as_source(raw), None)
+            .unwrap()
+            .build()
+            .unwrap();
+        assert!(
+            guard.check(&around).is_err(),
+            "a scan of the raw table outside a view is refused"
+        );
+        let rows = ctx
+            .sql("SELECT phone FROM t WHERE id = 1")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let shown = rows[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap()
+            .value(0)
+            .to_string();
+        assert_eq!(shown, "091****678");
+    }
+
+    #[tokio::test]
+    async fn a_grant_that_does_not_compile_fails_the_catalog_instead_of_showing_data() {
+        let datasets = HashMap::from([("t".to_string(), table())]);
+        let sources = Sources {
+            datasets: &datasets,
+            quarantine: table(),
+            audit: None,
+        };
+        let broken = Grant {
+            id: "g".into(),
+            name: "g".into(),
+            consumer: "c".into(),
+            purpose: "p".into(),
+            legal_basis: "l".into(),
+            dataset: Some("t".into()),
+            columns: None,
+            row_filter: Some("no_such_column = 1".into()),
+            sql: None,
+            end_date: chrono::NaiveDate::from_ymd_opt(2099, 1, 1).unwrap(),
+        };
+        let error = consumer_context(&SessionContext::new(), &sources, &visibility(vec![broken]))
+            .await
+            .err()
+            .expect("must fail");
+        assert!(
+            error.to_string().contains("share \"g\" cannot be used"),
+            "{error}"
+        );
+    }
 }

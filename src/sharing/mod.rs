@@ -129,27 +129,21 @@ pub fn visibility(
         if p.sharing == Sharing::Special && !publisher {
             continue;
         }
+        // The stored columns (a transform may rename, add or drop); personal data is known
+        // by the schema's `x-pii` on a column of the same name.
         let columns = p
-            .schema
-            .columns
+            .table_schema
+            .fields()
             .iter()
-            .map(|c| {
-                let view = if c.pii && !publisher {
-                    ColumnView::Masked(Mask::parse(c.mask.as_deref()))
-                } else {
-                    ColumnView::Clear
+            .map(|f| {
+                let view = match p.schema.column(f.name()) {
+                    Some(c) if c.pii && !publisher => {
+                        ColumnView::Masked(Mask::parse(c.mask.as_deref()))
+                    }
+                    _ => ColumnView::Clear,
                 };
-                (c.name.clone(), view)
+                (f.name().clone(), view)
             })
-            .chain(
-                [
-                    crate::normalize::INGESTED_AT,
-                    crate::normalize::RUN_ID,
-                    crate::normalize::SOURCE,
-                ]
-                .iter()
-                .map(|m| (m.to_string(), ColumnView::Clear)),
-            )
             .collect();
         datasets.push(DatasetView {
             dataset: p.name.clone(),
@@ -305,8 +299,7 @@ pub fn operator_visibility(pipelines: &[std::sync::Arc<Pipeline>]) -> Visibility
             .map(|p| DatasetView {
                 dataset: p.name.clone(),
                 columns: p
-                    .schema
-                    .arrow
+                    .table_schema
                     .fields()
                     .iter()
                     .map(|f| (f.name().clone(), ColumnView::Clear))

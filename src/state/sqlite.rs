@@ -464,6 +464,45 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_audit_log_is_append_only_and_pruned_by_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStateStore::open(dir.path()).unwrap();
+        let now = Utc::now();
+        for (days_ago, action) in [(400, "old"), (1, "new")] {
+            store
+                .append_audit(&AuditEvent {
+                    seq: 0,
+                    at: now - chrono::Duration::days(days_ago),
+                    consumer: Some("c".into()),
+                    action: action.into(),
+                    target: None,
+                    detail: serde_json::json!({}),
+                    outcome: "ok".into(),
+                })
+                .unwrap();
+        }
+        let tampering = store.with(|c| Ok(c.execute("UPDATE audit SET outcome = 'denied'", [])?));
+        assert!(tampering.is_err(), "lines cannot be changed");
+        assert_eq!(
+            store
+                .prune_audit(now - chrono::Duration::days(365))
+                .unwrap(),
+            1
+        );
+        let left = store
+            .audit(&AuditFilter {
+                limit: 10,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(
+            left.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(),
+            ["new"]
+        );
+        assert_eq!(left[0].outcome, "ok");
+    }
+
+    #[test]
     fn state_and_runs_round_trip_and_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let state = PipelineState {

@@ -50,6 +50,16 @@ impl TestHub {
         std::fs::write(self.config_path(), config_toml(extra)).unwrap();
     }
 
+    /// Points `http.addr` (and so `iochub run`'s daemon look-up) at a real port.
+    pub fn set_http_port(&self, port: u16) {
+        let text = std::fs::read_to_string(self.config_path()).unwrap();
+        std::fs::write(
+            self.config_path(),
+            text.replace("127.0.0.1:1\"", &format!("127.0.0.1:{port}\"")),
+        )
+        .unwrap();
+    }
+
     /// Appends sections to `config.toml` (e.g. `[auth]`).
     pub fn append_config(&self, extra: &str) {
         let mut text = std::fs::read_to_string(self.config_path()).unwrap();
@@ -109,7 +119,8 @@ pub const PROVINCE: &str = "t-province-0123456789";
 fn consumer(id: &str, role: &str, token: &str) -> String {
     let hash = hex::encode(iochub::sharing::consumers::hash_token(token));
     format!(
-        "\n[[consumers]]\nid = \"{id}\"\nagency = \"Cơ quan {id}\"\nrole = \"{role}\"\ntoken_sha256 = \"{hash}\"\n"
+        "\n[[consumers]]\nid = \"{id}\"\nagency = \"Cơ quan {id}\"\nrole = \"{role}\"\ntoken_sha256 = \"{hash}\"\n\
+         focal_officer = {{ name = \"Đầu mối {id}\", position = \"Chuyên viên\", phone = \"0271 000 000\", email = \"{id}@example.gov.vn\" }}\n"
     )
 }
 

@@ -40,6 +40,12 @@ fn broken_hub() -> TestHub {
          sharing = \"public\"\nschedule = \"0 * * * *\"\n\n[source]\nkind = \"ftp\"\n",
     );
     t.write(
+        "pipelines/f.toml",
+        "name = \"foxtrot\"\ntitle = \"F\"\nsector = \"test\"\nschema = \"../schemas/simple.schema.json\"\n\
+         sharing = \"default\"\nschedule = \"0 * * * *\"\ntransform = \"SELECT nope FROM input\"\n\n[source]\nkind = \"file\"\npath = \"x.jsonl\"\nformat = \"jsonl\"\n\n\
+         [[checks]]\nname = \"bad\"\nrule = \"n + 1\"\nmessage = \"x\"\n",
+    );
+    t.write(
         "pipelines/e.toml",
         "name = \"echo\"\ntitle = \"E\"\nsector = \"test\"\nschema = \"../schemas/notjson.schema.json\"\n\
          sharing = \"default\"\nschedule = \"0 * * * *\"\n\n[source]\nkind = \"ftp\"\n",
@@ -96,6 +102,8 @@ fn check_reports_every_problem_with_file_and_line() {
         "is not valid JSON",
         "e.toml:9: unknown connector kind \"ftp\"",
         "cannot read the calendar",
+        "f.toml:7: transform:",
+        "f.toml:16: check \"bad\": the rule is Int64, not a true/false expression",
     ];
     for e in expect {
         assert!(out.contains(e), "missing {e:?} in:\n{out}");
@@ -130,4 +138,19 @@ fn the_shipped_config_checks_clean() {
     ]);
     assert!(ok, "{out}");
     assert!(out.contains("7 pipelines"), "{out}");
+}
+
+#[test]
+fn token_new_prints_a_token_once_and_its_hash_for_the_config() {
+    let (ok, out) = iochub(&["token", "new", "so_yte"]);
+    assert!(ok, "{out}");
+    let token = out
+        .lines()
+        .map(str::trim)
+        .find(|l| l.len() == 64 && l.chars().all(|c| c.is_ascii_hexdigit()))
+        .expect("a 64-hex token line");
+    let hash = hex::encode(iochub::sharing::consumers::hash_token(token));
+    assert!(out.contains(&format!("token_sha256 = \"{hash}\"")), "{out}");
+    let (_, again) = iochub(&["token", "new", "so_yte"]);
+    assert!(!again.contains(token), "a new token each time");
 }

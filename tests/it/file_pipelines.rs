@@ -269,3 +269,49 @@ async fn declared_coercions_apply_before_validation() {
         vec![vec![json!(1_234_567), json!("2025-04-30")]]
     );
 }
+
+#[tokio::test]
+async fn a_transform_shapes_each_batch_before_storage() {
+    let t = TestHub::new();
+    t.add_pipeline(
+        "shaped",
+        &["id"],
+        "kind = \"file\"\npath = \"../inbox/*.jsonl\"\nformat = \"jsonl\"\n\n[cursor]\nfield = \"doubled\"",
+    );
+    // The transform goes at the top level, before [source].
+    let path = t.path().join("pipelines/shaped.toml");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "[source]",
+        "transform = \"SELECT id, n * 2 AS doubled, upper(name) AS name_upper FROM input WHERE n > 0\"\n\n[source]",
+    );
+    std::fs::write(&path, text).unwrap();
+    t.write(
+        "inbox/a.jsonl",
+        "{\"id\": \"a\", \"n\": 1, \"name\": \"Đồng Xoài\"}\n{\"id\": \"b\", \"n\": 0, \"name\": \"bỏ qua\"}\n{\"id\": \"c\", \"n\": -1}\n",
+    );
+    let hub = t.open().await;
+    let report = hub.run("shaped", "test").await.unwrap();
+    assert_eq!((report.accepted, report.rejected), (1, 1), "{report:?}");
+    assert_eq!(
+        rows(&hub, "SELECT id, doubled, name_upper FROM shaped").await,
+        vec![vec![json!("a"), json!(2), json!("ĐỒNG XOÀI")]]
+    );
+    let columns = rows(&hub, "SELECT column_name FROM information_schema.columns WHERE table_name = 'shaped' ORDER BY ordinal_position").await;
+    let names: Vec<&str> = columns.iter().map(|c| c[0].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "id",
+            "doubled",
+            "name_upper",
+            "_ingested_at",
+            "_run_id",
+            "_source"
+        ]
+    );
+    assert_eq!(
+        hub.state.load("shaped").unwrap().cursor,
+        Some(json!(2)),
+        "the cursor may be a transform's column"
+    );
+}

@@ -400,3 +400,75 @@ async fn pipelines_api_history_manual_trigger_and_metrics() {
     }
     let _ = rows;
 }
+
+#[tokio::test]
+async fn iochub_run_asks_the_running_daemon_with_a_token() {
+    let t = TestHub::new();
+    t.add_pipeline(
+        "items",
+        &["id"],
+        "kind = \"file\"\npath = \"../inbox/*.jsonl\"\nformat = \"jsonl\"",
+    );
+    t.write("inbox/a.jsonl", "{\"id\": \"a\", \"n\": 1}\n");
+    let port = free_port();
+    t.set_http_port(port);
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_iochub"))
+        .arg("--config")
+        .arg(t.config_path())
+        .args(["serve"])
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = crate::common::admin_client();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client
+        .get(format!("http://127.0.0.1:{port}/healthz"))
+        .send()
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "the daemon did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The daemon ran `items` at start (never run before); wait for that run to finish.
+    let runs_url = format!("http://127.0.0.1:{port}/api/v1/pipelines/items/runs");
+    while crate::common::get_json(&client, runs_url.as_str()).await["runs"]
+        .as_array()
+        .is_none_or(|r| r.is_empty())
+    {
+        assert!(Instant::now() < deadline, "the start-up run did not finish");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let run = |token: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_iochub"));
+        command
+            .arg("--config")
+            .arg(t.config_path())
+            .args(["run", "items"])
+            .env("RUST_LOG", "error");
+        match token {
+            Some(token) => command.env("IOCHUB_TOKEN", token),
+            None => command.env_remove("IOCHUB_TOKEN"),
+        };
+        command.output().unwrap()
+    };
+    let refused = run(None);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("set IOCHUB_TOKEN"));
+    let done = run(Some(crate::common::ADMIN));
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert!(String::from_utf8_lossy(&done.stderr).contains("run by the hub running at"));
+    assert!(
+        String::from_utf8_lossy(&done.stdout).contains("items: Succeeded"),
+        "{}",
+        String::from_utf8_lossy(&done.stdout)
+    );
+}

@@ -56,9 +56,12 @@ async fn sample_bad_records_end_up_in_quarantine_with_reasons() {
         });
     }
     let expected: BTreeMap<String, Vec<String>> = [
+        // Rows 34 and 38 break the balance check (38 also repeats 2025-01/DP-KTHT).
         (
             "dossier_stats",
-            vec!["row 35", "row 36", "row 37", "row 39", "row 40"],
+            vec![
+                "row 34", "row 35", "row 36", "row 37", "row 38", "row 39", "row 40",
+            ],
         ),
         (
             "health_facilities",
@@ -68,11 +71,18 @@ async fn sample_bad_records_end_up_in_quarantine_with_reasons() {
             "health_aggregates",
             vec!["row 28", "row 29", "row 30", "row 31"],
         ),
-        ("schools", vec!["row 24", "row 25", "row 27", "row 28"]),
+        // Row 23: more girls than pupils (a check); row 26 repeats a school id: the last wins.
+        (
+            "schools",
+            vec!["row 23", "row 24", "row 25", "row 27", "row 28"],
+        ),
         ("cameras", vec!["/cameras/17", "/cameras/18", "/cameras/19"]),
+        // Line 45 ends before it starts (a check); 46 is stored without its sub_label.
         (
             "camera_events",
-            vec!["line 43", "line 44", "line 47", "line 48", "line 49"],
+            vec![
+                "line 43", "line 44", "line 45", "line 47", "line 48", "line 49",
+            ],
         ),
     ]
     .into_iter()
@@ -80,6 +90,41 @@ async fn sample_bad_records_end_up_in_quarantine_with_reasons() {
     .collect();
     assert_eq!(by_dataset, expected);
 
+    // Camera events are flattened by the pipeline's transform, one row per event; the
+    // face-recognition name of line 46 (biometric data) is stored nowhere.
+    assert_eq!(count(&hub, "SELECT count(*) FROM camera_events").await, 16);
+    let everything = rows(&hub, "SELECT * FROM camera_events").await;
+    let text = serde_json::to_string(&everything).unwrap();
+    assert!(
+        !text.contains("Tèo") && !text.contains("sub_label"),
+        "biometric data stored: {text}"
+    );
+    let columns = rows(
+        &hub,
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'camera_events'",
+    )
+    .await;
+    assert!(
+        columns
+            .iter()
+            .all(|c| c[0] != "payload" && c[0] != "sub_label"),
+        "{columns:?}"
+    );
+    let started = rows(&hub, "SELECT CAST(started_at AS VARCHAR) FROM camera_events WHERE event_id = '1748820655.498219-77kt4z'").await;
+    assert!(
+        started[0][0]
+            .as_str()
+            .is_some_and(|t| t.starts_with("2025-06-01T23:30:55")),
+        "epoch seconds became a timestamp: {started:?}"
+    );
+    assert_eq!(
+        count(
+            &hub,
+            "SELECT count(*) FROM camera_events WHERE ended_at >= started_at"
+        )
+        .await,
+        11
+    );
     // Citizen reports are never quarantined for content; line 63 repeats line 6's id.
     assert_eq!(
         count(&hub, "SELECT count(*) FROM citizen_reports").await,
@@ -87,8 +132,20 @@ async fn sample_bad_records_end_up_in_quarantine_with_reasons() {
     );
     assert_eq!(
         count(&hub, "SELECT count(*) FROM schools").await,
-        23,
-        "24 accepted, one duplicate id"
+        22,
+        "23 accepted, one duplicate id"
+    );
+    let unbalanced = rows(
+        &hub,
+        "SELECT errors FROM quarantine WHERE dataset = 'dossier_stats' AND location = 'row 34'",
+    )
+    .await;
+    assert!(
+        unbalanced[0][0]
+            .as_str()
+            .unwrap()
+            .contains("Số hồ sơ không cân đối"),
+        "{unbalanced:?}"
     );
     let truncated = rows(
         &hub,
@@ -112,8 +169,9 @@ fn serve_on_the_default_config_ingests_and_answers_sql() {
         .arg(data.path())
         .args(["--http-addr", &format!("127.0.0.1:{port}")])
         .env("IOCHUB_TOKEN_IOC_ADMIN", crate::common::ADMIN)
+        .env("RUST_LOG", "error")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("start iochub serve");
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -134,14 +192,66 @@ fn serve_on_the_default_config_ingests_and_answers_sql() {
                 continue;
             };
             let body: Value = response.json().await.map_err(|e| e.to_string())?;
-            if body["rows"][0][0].as_i64() == Some(62 + 23) {
+            if body["rows"][0][0].as_i64() == Some(62 + 22) {
                 return Ok(());
             }
         }
     });
     let _ = child.kill();
-    let _ = child.wait();
+    let output = child.wait_with_output().unwrap();
     outcome.unwrap();
+    // Consumers whose token variable is unset get a random token, printed once.
+    let printed = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        printed.contains("token for consumer mot_cua (IOCHUB_TOKEN_MOT_CUA is unset"),
+        "{printed}"
+    );
+    assert!(
+        !printed.contains("token for consumer ioc_admin"),
+        "a set variable is used, not replaced"
+    );
+}
+
+#[tokio::test]
+async fn the_pre_approved_grant_of_the_shipped_config_works_until_its_end_date() {
+    let data = tempfile::tempdir().unwrap();
+    let overrides = Overrides {
+        data_dir: Some(data.path().to_path_buf()),
+        ..Default::default()
+    };
+    let config = config::load(&repo().join("config.toml"), &overrides).unwrap();
+    let clock = crate::common::ManualClock::new("2026-06-01T02:00:00Z");
+    let hub = Hub::open_with_clock(config, clock.clone()).await.unwrap();
+    hub.run("cameras", "test").await.unwrap();
+    let province = hub.config.consumers.get("ioc_tinh").unwrap().clone();
+    let agency = hub.config.consumers.get("phong_tnmt").unwrap().clone();
+    let count = "SELECT count(*) FROM share.cameras_ioc_tinh";
+    let rows = hub.sql_as(&province, count).await.unwrap();
+    assert_eq!(
+        iochub::query::to_json(&rows).unwrap()["rows"],
+        serde_json::json!([[16]])
+    );
+    assert!(
+        hub.sql_as(&province, "SELECT stream_url FROM share.cameras_ioc_tinh")
+            .await
+            .is_err(),
+        "only the granted columns"
+    );
+    assert!(
+        hub.sql_as(&province, "SELECT count(*) FROM cameras")
+            .await
+            .is_err(),
+        "the dataset itself stays special"
+    );
+    assert!(
+        hub.sql_as(&agency, count).await.is_err(),
+        "another consumer does not see it"
+    );
+    clock.advance(chrono::Duration::days(600)); // past 2027-12-31
+    assert!(
+        hub.sql_as(&province, count).await.is_err(),
+        "it stops working after its end date"
+    );
 }
 
 #[tokio::test]

@@ -201,6 +201,10 @@ async fn catalog_and_quarantine_follow_the_same_rules() {
         .unwrap();
     assert_eq!(phone["mask"], json!("phone"));
     assert_eq!(agency["datasets"][0]["publishers"][0]["id"], json!("pub"));
+    assert_eq!(
+        agency["datasets"][0]["publishers"][0]["focal_officer"]["name"],
+        json!("Đầu mối pub")
+    );
     let (_, publisher) = get(s.addr, PUBLISHER, "/api/v1/datasets").await;
     assert_eq!(publisher["datasets"].as_array().unwrap().len(), 2);
     assert!(
@@ -393,6 +397,16 @@ async fn undecided_requests_are_flagged_after_two_working_days_and_can_be_revoke
     s.clock.advance(chrono::Duration::days(3)); // Thursday: past Wednesday's deadline
     let (_, listed) = get(s.addr, ADMIN, "/api/v1/share-requests").await;
     assert_eq!(listed["requests"][0]["overdue"], json!(true));
+    let metrics = reqwest::get(format!("http://{}/metrics", s.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("iochub_share_requests_overdue 1"),
+        "{metrics}"
+    );
     post(
         s.addr,
         ADMIN,
@@ -538,6 +552,9 @@ async fn a_publisher_pushes_mixed_csv_and_resending_is_idempotent() {
         (json!(1), json!(1))
     );
     assert_eq!(push(AGENCY, csv, "text/csv").await.0, StatusCode::FORBIDDEN);
+    let (_, audit) = get(s.addr, ADMIN, "/api/v1/audit?action=publish").await;
+    assert_eq!(audit["count"], json!(3), "every accepted push is audited");
+    assert_eq!(audit["events"][2]["detail"]["rejected"], json!(2));
     assert_eq!(
         push(PUBLISHER, "<xml/>", "application/xml").await.0,
         StatusCode::UNSUPPORTED_MEDIA_TYPE
