@@ -49,10 +49,9 @@ pub struct Rejected {
 pub struct Normalized {
     pub fetched: usize,
     pub accepted: Option<RecordBatch>,
-    /// Where each accepted row came from, in row order.
+    /// Where each accepted row came from, and its raw text, in row order; kept only when
+    /// `keep_raw` (checks after normalizing may still quarantine a row).
     pub accepted_locations: Vec<String>,
-    /// Each accepted row's raw text, in row order (kept only when `keep_raw`: checks after
-    /// normalizing may still quarantine a row).
     pub accepted_raw: Vec<String>,
     pub rejected: Vec<Rejected>,
 }
@@ -127,12 +126,12 @@ impl Normalizer {
                 continue;
             }
             match rows.push(&typed, &batch.source) {
-                Ok(()) => {
+                // Kept only for checks that run after normalizing (an allocation a record).
+                Ok(()) if self.keep_raw => {
                     accepted_locations.push(record.location.clone());
-                    if self.keep_raw {
-                        accepted_raw.push(raw_text());
-                    }
+                    accepted_raw.push(raw_text());
                 }
+                Ok(()) => {}
                 Err(errors) => {
                     let errors = errors
                         .into_iter()
