@@ -447,7 +447,7 @@ async fn undecided_requests_are_flagged_after_two_working_days_and_can_be_revoke
 
 #[tokio::test]
 async fn unauthenticated_forbidden_and_rate_limited_answers() {
-    let s = setup("\n[auth]\nrequests_per_minute = 60\nburst = 3\n").await;
+    let s = setup("\n[auth]\nrequests_per_minute = 1\nburst = 3\n").await;
     let anonymous = reqwest::Client::new()
         .get(format!("http://{}/api/v1/datasets", s.addr))
         .send()
