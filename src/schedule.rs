@@ -181,7 +181,8 @@ impl Scheduler {
         tokio::spawn(async move {
             if let Ok(_permit) = permits.acquire_owned().await {
                 if !jitter.is_zero() {
-                    tokio::time::sleep(random_below(jitter)).await;
+                    let wait = iochub_connectors::retry::jitter(jitter.as_millis() as u64);
+                    tokio::time::sleep(Duration::from_millis(wait)).await;
                 }
                 dispatch(name.clone()).await;
             }
@@ -190,14 +191,6 @@ impl Scheduler {
             }
         });
     }
-}
-
-fn random_below(limit: Duration) -> Duration {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(limit.as_nanos() as u64);
-    let max = limit.as_millis().max(1) as u64;
-    Duration::from_millis(h.finish() % max)
 }
 
 #[cfg(test)]

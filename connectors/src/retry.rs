@@ -49,8 +49,9 @@ impl RetryConfig {
     }
 }
 
-/// A number in `0..bound` that differs between calls; good enough to spread retries.
-fn jitter(bound: u64) -> u64 {
+/// A number in `0..bound` that differs between calls; good enough to spread retries (used by
+/// the hub's run retries and scheduler too).
+pub fn jitter(bound: u64) -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{NaiveDate, Utc};
+use chrono::NaiveDate;
 use datafusion::catalog::TableProvider;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -449,7 +449,6 @@ impl Hub {
             .into_iter()
             .find(|r| r.grant.id == id)
             .ok_or_else(|| HubError::NotFound(format!("no share request {id:?}")))?;
-        let _ = Utc::now();
         Ok(self.share_view(updated, self.today()))
     }
 }

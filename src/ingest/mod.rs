@@ -136,7 +136,9 @@ pub async fn run(hub: &Hub, pipeline: &Arc<Pipeline>, trigger: &str) -> RunRepor
                     .saturating_mul(1 << (attempts - 1).min(20))
                     .min(retry.max_backoff_seconds);
                 // Half fixed, half random, so retrying pipelines do not return in step.
-                let wait = Duration::from_millis(backoff * 500 + jitter_ms(backoff * 500));
+                let wait = Duration::from_millis(
+                    backoff * 500 + iochub_connectors::retry::jitter(backoff * 500),
+                );
                 tracing::warn!(pipeline = %pipeline.name, attempt = attempts, error = %e, wait_s = wait.as_secs_f64(), "transient failure; retrying the run");
                 tokio::time::sleep(wait).await;
             }
@@ -184,13 +186,6 @@ pub async fn run(hub: &Hub, pipeline: &Arc<Pipeline>, trigger: &str) -> RunRepor
     }
     hub.record_run(&report);
     report
-}
-
-fn jitter_ms(bound: u64) -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(bound);
-    h.finish() % bound.max(1)
 }
 
 /// Brings the stored position up to what the table says was committed.

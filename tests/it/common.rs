@@ -110,6 +110,9 @@ impl TestHub {
     }
 }
 
+/// A `[source]` body reading every `inbox/*.jsonl` of a test hub.
+pub const JSONL_INBOX: &str = "kind = \"file\"\npath = \"../inbox/*.jsonl\"\nformat = \"jsonl\"";
+
 /// Tokens of the test consumers (their hashes are in the test config).
 pub const ADMIN: &str = "t-admin-0123456789";
 pub const PUBLISHER: &str = "t-publisher-0123456789";

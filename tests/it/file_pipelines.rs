@@ -77,11 +77,7 @@ async fn csv_with_bom_and_vietnamese_text_round_trips_exactly() {
 #[tokio::test]
 async fn jsonl_file_is_taken_once_and_bad_lines_are_quarantined() {
     let t = TestHub::new();
-    t.add_pipeline(
-        "items",
-        &["id"],
-        "kind = \"file\"\npath = \"../inbox/*.jsonl\"\nformat = \"jsonl\"",
-    );
+    t.add_pipeline("items", &["id"], crate::common::JSONL_INBOX);
     t.write(
         "inbox/a.jsonl",
         "{\"id\": \"a\", \"n\": 1}\n\n{\"id\": \"b\", \"n\": \n{\"id\": \"c\", \"n\": -4}\r\n{\"id\": \"d\", \"n\": 2, \"day\": \"2025-02-30\"}\n",
@@ -165,11 +161,7 @@ async fn json_document_records_at_a_pointer() {
 #[tokio::test]
 async fn upsert_by_key_latest_wins_within_a_run_and_across_runs() {
     let t = TestHub::new();
-    t.add_pipeline(
-        "keyed",
-        &["id"],
-        "kind = \"file\"\npath = \"../inbox/*.jsonl\"\nformat = \"jsonl\"",
-    );
+    t.add_pipeline("keyed", &["id"], crate::common::JSONL_INBOX);
     t.write(
         "inbox/1.jsonl",
         "{\"id\": \"a\", \"n\": 1}\n{\"id\": \"b\", \"n\": 1}\n{\"id\": \"a\", \"n\": 2}\n",
@@ -198,11 +190,7 @@ async fn upsert_by_key_latest_wins_within_a_run_and_across_runs() {
 #[tokio::test]
 async fn without_a_key_runs_append() {
     let t = TestHub::new();
-    t.add_pipeline(
-        "log",
-        &[],
-        "kind = \"file\"\npath = \"../inbox/*.jsonl\"\nformat = \"jsonl\"",
-    );
+    t.add_pipeline("log", &[], crate::common::JSONL_INBOX);
     t.write(
         "inbox/1.jsonl",
         "{\"id\": \"a\", \"n\": 1}\n{\"id\": \"a\", \"n\": 1}\n",
@@ -223,11 +211,7 @@ async fn without_a_key_runs_append() {
 #[tokio::test]
 async fn committed_data_and_file_ledger_survive_a_restart() {
     let t = TestHub::new();
-    t.add_pipeline(
-        "kept",
-        &["id"],
-        "kind = \"file\"\npath = \"../inbox/*.jsonl\"\nformat = \"jsonl\"",
-    );
+    t.add_pipeline("kept", &["id"], crate::common::JSONL_INBOX);
     t.write(
         "inbox/1.jsonl",
         "{\"id\": \"a\", \"n\": 1}\n{\"id\": \"b\", \"n\": 2}\n",

@@ -10,11 +10,7 @@ use crate::common::{TestHub, serve};
 async fn hub_with_data(extra_query: &str) -> (TestHub, std::net::SocketAddr) {
     let t = TestHub::new();
     t.set_query_limits(extra_query);
-    t.add_pipeline(
-        "items",
-        &["id"],
-        "kind = \"file\"\npath = \"../inbox/*.jsonl\"\nformat = \"jsonl\"",
-    );
+    t.add_pipeline("items", &["id"], crate::common::JSONL_INBOX);
     t.write(
         "inbox/a.jsonl",
         "{\"id\": \"a\", \"n\": 1, \"name\": \"Rác thải ở chợ Tân Phú\"}\n{\"id\": \"b\", \"n\": 2, \"day\": \"2025-04-30\"}\n{\"id\": \"c\", \"n\": -1}\n",

@@ -15,7 +15,7 @@ use axum::routing::get;
 use iochub::ingest::RunStatus;
 use serde_json::{Value, json};
 
-use crate::common::{TestHub, count, rows, serve};
+use crate::common::{TestHub, count, serve};
 
 async fn listen(app: Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -199,11 +199,7 @@ fn iochub(t: &TestHub, args: &[&str], fault: Option<&str>) -> std::process::Outp
 async fn a_crash_between_the_data_commit_and_the_state_save_loses_and_repeats_nothing() {
     let t = TestHub::new();
     // Append-only: a re-read file would show up as duplicate rows.
-    t.add_pipeline(
-        "events",
-        &[],
-        "kind = \"file\"\npath = \"../inbox/*.jsonl\"\nformat = \"jsonl\"",
-    );
+    t.add_pipeline("events", &[], crate::common::JSONL_INBOX);
     t.write(
         "inbox/1.jsonl",
         "{\"id\": \"a\", \"n\": 1}\n{\"id\": \"b\", \"n\": 2}\n{\"id\": \"c\", \"n\": 3}\n",
@@ -328,7 +324,7 @@ async fn pipelines_api_history_manual_trigger_and_metrics() {
         "items",
         &["id"],
         "max_staleness = \"1h\"",
-        "kind = \"file\"\npath = \"../inbox/*.jsonl\"\nformat = \"jsonl\"",
+        crate::common::JSONL_INBOX,
     );
     t.write(
         "inbox/a.jsonl",
@@ -398,17 +394,12 @@ async fn pipelines_api_history_manual_trigger_and_metrics() {
             "missing {expected:?} in:\n{metrics}"
         );
     }
-    let _ = rows;
 }
 
 #[tokio::test]
 async fn iochub_run_asks_the_running_daemon_with_a_token() {
     let t = TestHub::new();
-    t.add_pipeline(
-        "items",
-        &["id"],
-        "kind = \"file\"\npath = \"../inbox/*.jsonl\"\nformat = \"jsonl\"",
-    );
+    t.add_pipeline("items", &["id"], crate::common::JSONL_INBOX);
     t.write("inbox/a.jsonl", "{\"id\": \"a\", \"n\": 1}\n");
     let port = free_port();
     t.set_http_port(port);
