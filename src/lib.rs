@@ -1,10 +1,11 @@
 //! iochub: the data-integration hub of a local Intelligent Operations Centre.
 //!
 //! See ARCHITECTURE.md for the map. Data flows connector → normalize → storage, and out
-//! through query (SQL over HTTP).
+//! through query (SQL over HTTP) and the feed (changes pushed to subscribers).
 
 pub mod calendar;
 pub mod config;
+pub mod feed;
 pub mod functions;
 pub mod http;
 pub mod hub;

@@ -273,7 +273,10 @@ async fn serve(config: config::HubConfig) -> anyhow::Result<ExitCode> {
 
     let (stop_scheduler, scheduler_stopped) = tokio::sync::watch::channel(false);
     let scheduler = start_scheduler(&hub, &hub_settings);
-    let scheduler_task = tokio::spawn(scheduler.0.run(scheduler.1, scheduler_stopped));
+    let scheduler_task = tokio::spawn(scheduler.0.run(scheduler.1, scheduler_stopped.clone()));
+    // The feed's delivery loops stop with the scheduler; an unacknowledged batch is sent
+    // again after the restart (at least once).
+    let deliveries = iochub::feed::delivery::start(hub.clone(), scheduler_stopped);
 
     let server = axum::serve(listener, iochub::http::router(hub.clone()))
         .with_graceful_shutdown(shutdown_signal());
@@ -283,6 +286,9 @@ async fn serve(config: config::HubConfig) -> anyhow::Result<ExitCode> {
     hub.begin_shutdown();
     let _ = stop_scheduler.send(true);
     let _ = scheduler_task.await;
+    for d in deliveries {
+        let _ = d.await;
+    }
     let grace = std::time::Duration::from_secs(hub_settings.shutdown_grace_seconds);
     if hub.wait_idle(grace).await {
         tracing::info!("all runs finished; bye");

@@ -35,6 +35,19 @@ pub struct HttpLabels {
     pub status: u16,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FeedLabels {
+    pub subscription: String,
+    pub target: String,
+}
+
+fn feed_labels(subscription: &str, target: &str) -> FeedLabels {
+    FeedLabels {
+        subscription: subscription.to_string(),
+        target: target.to_string(),
+    }
+}
+
 type DurationFamily = Family<PipelineLabels, Histogram, fn() -> Histogram>;
 
 fn duration_histogram() -> Histogram {
@@ -53,6 +66,12 @@ pub struct Metrics {
     stale: Family<DatasetLabels, Gauge>,
     http_requests: Family<HttpLabels, Counter>,
     share_requests_overdue: Gauge,
+    feed_position: Family<FeedLabels, Gauge>,
+    feed_pending: Family<FeedLabels, Gauge>,
+    feed_parked: Family<FeedLabels, Gauge>,
+    feed_lag: Family<FeedLabels, Gauge<f64, AtomicU64>>,
+    feed_delivered: Family<FeedLabels, Counter>,
+    feed_failures: Family<FeedLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -114,7 +133,49 @@ impl Metrics {
             "Special-share requests still undecided after their decision deadline",
             share_requests_overdue.clone(),
         );
+        let feed_position = Family::<FeedLabels, Gauge>::default();
+        registry.register(
+            "feed_position",
+            "Last change sequence acknowledged by the subscriber",
+            feed_position.clone(),
+        );
+        let feed_pending = Family::<FeedLabels, Gauge>::default();
+        registry.register(
+            "feed_pending",
+            "Changes committed but not yet acknowledged by the subscriber",
+            feed_pending.clone(),
+        );
+        let feed_parked = Family::<FeedLabels, Gauge>::default();
+        registry.register(
+            "feed_parked",
+            "1 when delivery is parked until an admin resumes it",
+            feed_parked.clone(),
+        );
+        let feed_lag = Family::<FeedLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "feed_lag_seconds",
+            "Age of the oldest change not yet acknowledged (as of the last status read)",
+            feed_lag.clone(),
+        );
+        let feed_delivered = Family::<FeedLabels, Counter>::default();
+        registry.register(
+            "feed_events_delivered",
+            "Events acknowledged by subscribers",
+            feed_delivered.clone(),
+        );
+        let feed_failures = Family::<FeedLabels, Counter>::default();
+        registry.register(
+            "feed_delivery_failures",
+            "Failed attempts to deliver a feed batch",
+            feed_failures.clone(),
+        );
         Metrics {
+            feed_position,
+            feed_pending,
+            feed_parked,
+            feed_lag,
+            feed_delivered,
+            feed_failures,
             share_requests_overdue,
             registry,
             runs,
@@ -175,6 +236,38 @@ impl Metrics {
             self.freshness.get_or_create(&labels).set(s);
         }
         self.stale.get_or_create(&labels).set(i64::from(stale));
+    }
+
+    pub fn set_feed_position(&self, subscription: &str, target: &str, position: i64, parked: bool) {
+        let labels = feed_labels(subscription, target);
+        self.feed_position.get_or_create(&labels).set(position);
+        self.feed_parked
+            .get_or_create(&labels)
+            .set(i64::from(parked));
+    }
+
+    pub fn set_feed_pending(&self, subscription: &str, target: &str, pending: i64) {
+        self.feed_pending
+            .get_or_create(&feed_labels(subscription, target))
+            .set(pending.max(0));
+    }
+
+    pub fn set_feed_lag(&self, subscription: &str, target: &str, seconds: f64) {
+        self.feed_lag
+            .get_or_create(&feed_labels(subscription, target))
+            .set(seconds);
+    }
+
+    pub fn observe_feed_delivered(&self, subscription: &str, target: &str, events: u64) {
+        self.feed_delivered
+            .get_or_create(&feed_labels(subscription, target))
+            .inc_by(events);
+    }
+
+    pub fn observe_feed_failure(&self, subscription: &str, target: &str) {
+        self.feed_failures
+            .get_or_create(&feed_labels(subscription, target))
+            .inc();
     }
 
     pub fn set_overdue_share_requests(&self, count: usize) {

@@ -24,6 +24,9 @@ pub struct HubFile {
     pub audit: AuditSection,
     #[serde(default)]
     pub calendar: CalendarSection,
+    /// Push feeds: who receives every change, where, signed with which secret.
+    #[serde(default)]
+    pub subscriptions: Vec<crate::feed::SubscriptionConfig>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -57,6 +57,8 @@ pub struct HubConfig {
     /// Pre-approved shares from `grants/*.toml`.
     pub grants: Vec<Grant>,
     pub calendar: Arc<crate::calendar::WorkingCalendar>,
+    /// Checked `[[subscriptions]]`.
+    pub subscriptions: Vec<crate::feed::Subscription>,
 }
 
 impl HubConfig {
@@ -157,6 +159,14 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<HubConfig, ConfigError
     check_publishers(&pipelines, &consumers, &mut problems);
     let grants_dir = resolve(path, &file.sharing.grants_dir);
     let grants = load_grants(&grants_dir, &pipelines, &consumers, &mut problems);
+    let subscriptions = check_subscriptions(
+        &source,
+        &file,
+        &pipelines,
+        &consumers,
+        &grants,
+        &mut problems,
+    );
     if problems.is_empty() {
         Ok(HubConfig {
             path: path.to_path_buf(),
@@ -168,6 +178,7 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<HubConfig, ConfigError
             generated_tokens,
             grants,
             calendar,
+            subscriptions,
         })
     } else {
         Err(ConfigErrors(problems))
@@ -635,4 +646,55 @@ fn load_grants(
         }
     }
     grants
+}
+
+/// Checks every `[[subscriptions]]`: its settings, its consumer, and that each dataset it
+/// names exists (a `share.<name>` must be a grant of that consumer's).
+fn check_subscriptions(
+    source: &TomlSource<'_>,
+    file: &HubFile,
+    pipelines: &[Arc<Pipeline>],
+    consumers: &Consumers,
+    grants: &[Grant],
+    problems: &mut Vec<Problem>,
+) -> Vec<crate::feed::Subscription> {
+    let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (i, config) in file.subscriptions.iter().enumerate() {
+        let at = |key: &str| format!("subscriptions.{i}.{key}");
+        if !seen.insert(config.id.clone()) {
+            problems.push(source.problem(
+                Some(&at("id")),
+                format!("subscription id {:?} is used twice", config.id),
+            ));
+        }
+        if consumers.get(&config.consumer).is_none() {
+            problems.push(source.problem(
+                Some(&at("consumer")),
+                format!("consumer {:?} is not in [[consumers]]", config.consumer),
+            ));
+        }
+        for name in &config.datasets {
+            let known = match name.strip_prefix("share.") {
+                _ if name == "*" => true,
+                Some(share) => grants.iter().any(|g| g.name == share),
+                None => pipelines.iter().any(|p| &p.name == name),
+            };
+            if !known {
+                problems.push(source.problem(
+                    Some(&at("datasets")),
+                    format!("{name:?} is not a dataset, a share.<grant>, or \"*\""),
+                ));
+            }
+        }
+        match crate::feed::Subscription::from_config(config) {
+            Ok(s) => out.push(s),
+            Err(list) => {
+                for (key, message) in list {
+                    problems.push(source.problem(Some(&at(&key)), message));
+                }
+            }
+        }
+    }
+    out
 }

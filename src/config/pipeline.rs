@@ -135,17 +135,18 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("{text:?} has no unit (use s, m, h or d)"))?;
+        .ok_or_else(|| format!("{text:?} has no unit (use ms, s, m, h or d)"))?;
     let (number, unit) = text.split_at(split);
     let n: u64 = number
         .parse()
         .map_err(|_| format!("{text:?} does not start with a whole number"))?;
     let seconds = match unit {
+        "ms" => return Ok(Duration::from_millis(n)),
         "s" => n,
         "m" => n * 60,
         "h" => n * 3600,
         "d" => n * 86_400,
-        _ => return Err(format!("{text:?}: unit must be s, m, h or d")),
+        _ => return Err(format!("{text:?}: unit must be ms, s, m, h or d")),
     };
     Ok(Duration::from_secs(seconds))
 }

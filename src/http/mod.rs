@@ -1,7 +1,8 @@
-//! The HTTP API (axum): health, the dataset catalog, quarantine and SQL.
+//! The HTTP API (axum): health, the dataset catalog, quarantine, SQL, sharing and the feed.
 
 mod auth;
 mod error;
+mod feed;
 mod sharing;
 
 use std::sync::Arc;
@@ -28,7 +29,13 @@ pub fn router(hub: Arc<Hub>) -> Router {
     let api = Router::new()
         .route("/datasets", get(datasets))
         .route("/datasets/{name}/quarantine", get(quarantine))
-        .route("/datasets/{name}/records", post(sharing::publish))
+        .route(
+            "/datasets/{name}/records",
+            post(sharing::publish).delete(feed::delete_records),
+        )
+        .route("/feed/{dataset}", get(feed::pull))
+        .route("/subscriptions", get(feed::subscriptions))
+        .route("/subscriptions/{id}/resume", post(feed::resume))
         .route("/pipelines", get(pipelines))
         .route("/pipelines/{name}/runs", get(pipeline_runs))
         .route("/pipelines/{name}/run", post(trigger_run))

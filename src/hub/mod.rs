@@ -2,9 +2,11 @@
 //! `sharing.rs` adds who may see what (and the audit of it), `publish.rs` data pushed in.
 
 mod audit_table;
+mod feed;
 mod publish;
 mod sharing;
 
+pub use feed::{FeedPage, MAX_FEED_LIMIT, SubscriptionStatus, TargetStatus};
 pub use publish::{PublishRejection, PublishReport};
 pub use sharing::{CatalogView, Decision, ShareView};
 
@@ -61,6 +63,8 @@ pub struct Hub {
     pub state: Arc<dyn StateStore>,
     pub engine: QueryEngine,
     pub metrics: Metrics,
+    /// The change log of every dataset and the delivery loops' status.
+    pub feed: crate::feed::Feed,
     /// The latest state of every table; the lock serializes commits to one table.
     tables: HashMap<String, AsyncMutex<DeltaTable>>,
     /// Held for a whole run, so one pipeline never runs twice at once.
@@ -159,7 +163,16 @@ impl Hub {
             store.provider(quarantine::TABLE, &q).await?,
         )?;
         tables.insert(quarantine::TABLE.to_string(), AsyncMutex::new(q));
+        let changelog = crate::feed::Changelog::open(&config.data_dir, &config.pipelines).await?;
+        // Number any commit the log missed (a crash between the two commits).
+        for pipeline in &config.pipelines {
+            if let Some(table) = tables.get(&pipeline.name) {
+                let table = table.lock().await.clone();
+                changelog.catch_up(&pipeline.name, &table).await?;
+            }
+        }
         Ok(Arc::new(Hub {
+            feed: crate::feed::Feed::new(changelog),
             config,
             store,
             state,
@@ -350,7 +363,21 @@ impl Hub {
         self.commit_to(&pipeline.name, |store, table| {
             store.finish_run(&pipeline.name, table, run, &pipeline.key, info)
         })
-        .await
+        .await?;
+        self.catch_up_changes(&pipeline.name).await;
+        Ok(())
+    }
+
+    /// Numbers the dataset's new commits in its change log. A failure here loses nothing:
+    /// the data is committed, and the next catch-up (next commit, or start) numbers it.
+    pub(crate) async fn catch_up_changes(&self, dataset: &str) {
+        let result = match self.table(dataset).await {
+            Ok(table) => self.feed.changelog.catch_up(dataset, &table).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            tracing::error!(dataset, error = %e, "could not extend the change log; retried at the next commit");
+        }
     }
 
     pub(crate) async fn append_quarantine(&self, batch: RecordBatch) -> Result<(), StorageError> {

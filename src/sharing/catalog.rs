@@ -119,6 +119,75 @@ fn dataset_view(
     view: &DatasetView,
     provider: &Arc<dyn TableProvider>,
 ) -> Result<LogicalPlan, DataFusionError> {
+    projected_view(view, provider, &[])
+}
+
+/// The consumer's view of a dataset's change log: its columns, masked as in its catalog,
+/// plus the log's own columns (`keep`).
+pub(crate) fn feed_dataset_plan(
+    view: &DatasetView,
+    changes: &Arc<dyn TableProvider>,
+    keep: &[&str],
+) -> Result<LogicalPlan, DataFusionError> {
+    projected_view(view, changes, keep)
+}
+
+/// A dataset share's rows and columns, over the dataset's change log. SQL shares are not
+/// changes of one dataset, so they have no feed.
+pub(crate) fn feed_share_plan(
+    grant: &Grant,
+    changes: &Arc<dyn TableProvider>,
+    keep: &[&str],
+    owner: &SessionContext,
+) -> Result<LogicalPlan, CatalogError> {
+    let fail = |message: String| CatalogError::Grant {
+        name: grant.name.clone(),
+        message,
+    };
+    let Some(dataset) = &grant.dataset else {
+        return Err(fail(
+            "an SQL share is not the changes of one dataset; it has no feed (query it instead)"
+                .into(),
+        ));
+    };
+    let relation = TableReference::partial(BASE, dataset.as_str());
+    let mut builder = base_scan(dataset, changes).map_err(|e| fail(e.strip_backtrace()))?;
+    if let Some(filter) = &grant.row_filter {
+        let schema: DFSchema = builder.schema().as_ref().clone();
+        let predicate = owner
+            .parse_sql_expr(filter, &schema)
+            .map_err(|e| fail(format!("row filter: {}", e.strip_backtrace())))?;
+        builder = builder
+            .filter(predicate)
+            .map_err(|e| fail(e.strip_backtrace()))?;
+    }
+    let columns: Vec<String> = match &grant.columns {
+        Some(c) => c.clone(),
+        None => changes
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .filter(|n| !keep.contains(&n.as_str()))
+            .collect(),
+    };
+    let exprs: Vec<Expr> = columns
+        .iter()
+        .map(String::as_str)
+        .chain(keep.iter().copied())
+        .map(|c| col(Column::new(Some(relation.clone()), c)))
+        .collect();
+    builder
+        .project(exprs)
+        .and_then(|b| b.build())
+        .map_err(|e| fail(e.strip_backtrace()))
+}
+
+fn projected_view(
+    view: &DatasetView,
+    provider: &Arc<dyn TableProvider>,
+    keep: &[&str],
+) -> Result<LogicalPlan, DataFusionError> {
     let schema = provider.schema();
     let relation = TableReference::partial(BASE, view.dataset.as_str());
     let exprs: Vec<Expr> = view
@@ -133,6 +202,10 @@ fn dataset_view(
             };
             Some(expr.alias(name))
         })
+        .chain(
+            keep.iter()
+                .map(|name| col(Column::new(Some(relation.clone()), *name))),
+        )
         .collect();
     base_scan(&view.dataset, provider)?.project(exprs)?.build()
 }

@@ -143,4 +143,25 @@ pub trait StateStore: Send + Sync {
     fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StateError>;
     /// Removes lines older than `before` (retention); returns how many.
     fn prune_audit(&self, before: DateTime<Utc>) -> Result<usize, StateError>;
+
+    /// Where a feed subscription's target stands; `None` before its first delivery.
+    fn feed_position(
+        &self,
+        subscription: &str,
+        target: &str,
+    ) -> Result<Option<FeedPosition>, StateError>;
+    fn save_feed_position(
+        &self,
+        subscription: &str,
+        target: &str,
+        position: &FeedPosition,
+    ) -> Result<(), StateError>;
+}
+
+/// A feed target's acknowledged position: every change up to `position` was delivered.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FeedPosition {
+    pub position: i64,
+    /// Why delivery stopped until an admin resumes it.
+    pub parked: Option<String>,
 }

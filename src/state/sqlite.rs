@@ -7,7 +7,8 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    AuditEvent, AuditFilter, PipelineState, ShareRequest, ShareStatus, StateError, StateStore,
+    AuditEvent, AuditFilter, FeedPosition, PipelineState, ShareRequest, ShareStatus, StateError,
+    StateStore,
 };
 use crate::ingest::{RunReport, RunStatus};
 use crate::sharing::Grant;
@@ -71,6 +72,16 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX audit_by_time ON audit (at);
      CREATE TRIGGER audit_append_only BEFORE UPDATE ON audit
      BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;",
+    // 3: feed subscriptions: how far each target of each subscription has been acknowledged,
+    // and whether an admin must resume it.
+    "CREATE TABLE feed_positions (
+        subscription TEXT NOT NULL,
+        target TEXT NOT NULL,
+        position INTEGER NOT NULL,
+        parked TEXT,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (subscription, target)
+     );",
 ];
 
 pub struct SqliteStateStore {
@@ -194,6 +205,51 @@ fn share_from_values(v: Vec<Option<String>>) -> Result<ShareRequest, StateError>
 }
 
 impl StateStore for SqliteStateStore {
+    fn feed_position(
+        &self,
+        subscription: &str,
+        target: &str,
+    ) -> Result<Option<FeedPosition>, StateError> {
+        self.with(|c| {
+            Ok(c.query_row(
+                "SELECT position, parked FROM feed_positions WHERE subscription = ?1 AND target = ?2",
+                params![subscription, target],
+                |r| {
+                    Ok(FeedPosition {
+                        position: r.get(0)?,
+                        parked: r.get(1)?,
+                    })
+                },
+            )
+            .optional()?)
+        })
+    }
+
+    fn save_feed_position(
+        &self,
+        subscription: &str,
+        target: &str,
+        position: &FeedPosition,
+    ) -> Result<(), StateError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO feed_positions (subscription, target, position, parked, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (subscription, target) DO UPDATE SET
+                    position = excluded.position, parked = excluded.parked,
+                    updated_at = excluded.updated_at",
+                params![
+                    subscription,
+                    target,
+                    position.position,
+                    position.parked,
+                    Utc::now().to_rfc3339()
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
     fn file_share_request(&self, request: &ShareRequest) -> Result<(), StateError> {
         let g = &request.grant;
         self.with(|c| {

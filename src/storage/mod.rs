@@ -137,6 +137,11 @@ impl TableStore {
         }
     }
 
+    /// Tables directly under `root` (the change logs live beside the datasets).
+    pub fn at(root: PathBuf) -> Self {
+        TableStore { root }
+    }
+
     pub fn table_path(&self, name: &str) -> PathBuf {
         self.root.join(name)
     }

@@ -2,6 +2,7 @@
 
 mod common;
 mod config_check;
+mod feed;
 mod file_pipelines;
 mod http_api;
 mod http_source;

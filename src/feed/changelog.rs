@@ -1,0 +1,404 @@
+//! The change log: one Delta table per dataset under `<data_dir>/changes/`, holding every
+//! committed upsert and delete in order, each numbered by `_seq` (1, 2, 3, ... per dataset).
+//!
+//! The log is derived from the dataset table's commits, never kept only in memory: after a
+//! data commit, `catch_up` reads each data version the log has not covered yet (its commit
+//! info says which run wrote it, or which keys it deleted), numbers the rows after the log's
+//! last sequence, and commits them with the data version as the Delta `txn` version of the
+//! log. A crash between the two commits is repaired by the next `catch_up` (at start and
+//! before every data commit); the `txn` makes it idempotent. Rows are read from the data
+//! table *at that version* (time travel), so an update that came later does not hide the
+//! earlier change.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use arrow::array::{
+    Array, ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    new_null_array,
+};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::catalog::TableProvider;
+use datafusion::prelude::{SessionContext, col, lit};
+use deltalake::DeltaTable;
+use deltalake::kernel::Transaction;
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::parquet::basic::{Compression, ZstdLevel};
+use deltalake::parquet::file::properties::WriterProperties;
+use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use futures::{StreamExt, TryStreamExt};
+use tokio::sync::{Mutex as AsyncMutex, watch};
+
+use crate::config::Pipeline;
+use crate::storage::{StorageError, TableStore};
+
+/// The change's sequence number in its dataset.
+pub const SEQ: &str = "_seq";
+/// `upserted` or `deleted`.
+pub const OP: &str = "_op";
+/// When the change was committed to the dataset.
+pub const CHANGED_AT: &str = "_changed_at";
+pub const META_COLUMNS: [&str; 3] = [SEQ, OP, CHANGED_AT];
+
+pub const OP_UPSERTED: &str = "upserted";
+pub const OP_DELETED: &str = "deleted";
+
+/// Data commit metadata naming the keys a delete removed (a JSON array of key objects).
+pub const META_DELETED_KEYS: &str = "iochub.deleted_keys";
+const META_RUN_ID: &str = "iochub.run_id";
+const META_LAST_SEQ: &str = "iochub.last_seq";
+const APP_ID: &str = "iochub:changes";
+
+/// Row groups small enough that reading one batch of the feed decodes little beyond it.
+const ROW_GROUP_ROWS: usize = 16_384;
+
+struct DatasetLog {
+    schema: SchemaRef,
+    key: Vec<String>,
+    table: AsyncMutex<DeltaTable>,
+    provider: RwLock<Arc<dyn TableProvider>>,
+    last_seq: watch::Sender<i64>,
+}
+
+pub struct Changelog {
+    store: TableStore,
+    logs: HashMap<String, DatasetLog>,
+}
+
+/// What one data commit did, from its commit info.
+enum DataCommit {
+    Run(String),
+    Deleted(Vec<serde_json::Map<String, serde_json::Value>>),
+}
+
+fn other(table: &str, message: impl std::fmt::Display) -> StorageError {
+    StorageError::Other {
+        table: format!("changes/{table}"),
+        message: message.to_string(),
+    }
+}
+
+/// The log's schema: the dataset's columns (nullable: a delete carries only the key), then
+/// the change's own columns.
+pub fn log_schema(data: &Schema) -> SchemaRef {
+    let mut fields: Vec<Field> = data
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone().with_nullable(true))
+        .collect();
+    fields.push(Field::new(SEQ, DataType::Int64, false));
+    fields.push(Field::new(OP, DataType::Utf8, false));
+    fields.push(Field::new(
+        CHANGED_AT,
+        DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        false,
+    ));
+    Arc::new(Schema::new(fields))
+}
+
+impl Changelog {
+    /// Opens (creating on first start) the log of every dataset. Call `catch_up` before use.
+    pub async fn open(data_dir: &Path, pipelines: &[Arc<Pipeline>]) -> Result<Self, StorageError> {
+        let store = TableStore::at(data_dir.join("changes"));
+        let mut logs = HashMap::new();
+        for pipeline in pipelines {
+            let schema = log_schema(&pipeline.table_schema);
+            let table = store.open(&pipeline.name, &schema).await?;
+            let last = last_seq_of(&table).await?;
+            let provider = store.provider(&pipeline.name, &table).await?;
+            logs.insert(
+                pipeline.name.clone(),
+                DatasetLog {
+                    schema,
+                    key: pipeline.key.clone(),
+                    table: AsyncMutex::new(table),
+                    provider: RwLock::new(provider),
+                    last_seq: watch::Sender::new(last),
+                },
+            );
+        }
+        Ok(Changelog { store, logs })
+    }
+
+    fn log(&self, dataset: &str) -> Result<&DatasetLog, StorageError> {
+        self.logs
+            .get(dataset)
+            .ok_or_else(|| other(dataset, "no change log for this dataset"))
+    }
+
+    /// The newest sequence number of the dataset (0 before its first change).
+    pub fn last_seq(&self, dataset: &str) -> i64 {
+        self.logs.get(dataset).map_or(0, |l| *l.last_seq.borrow())
+    }
+
+    /// Wakes when the dataset's log grows.
+    pub fn subscribe(&self, dataset: &str) -> Option<watch::Receiver<i64>> {
+        self.logs.get(dataset).map(|l| l.last_seq.subscribe())
+    }
+
+    /// The log as it is now, for reading.
+    pub fn provider(&self, dataset: &str) -> Result<Arc<dyn TableProvider>, StorageError> {
+        let log = self.log(dataset)?;
+        let provider = log
+            .provider
+            .read()
+            .map_err(|_| other(dataset, "provider lock poisoned"))?;
+        Ok(provider.clone())
+    }
+
+    pub fn key(&self, dataset: &str) -> &[String] {
+        self.logs.get(dataset).map_or(&[], |l| l.key.as_slice())
+    }
+
+    /// Brings the log up to the data table's latest version. `data` is the dataset's table
+    /// as just committed (or as opened).
+    pub async fn catch_up(&self, dataset: &str, data: &DeltaTable) -> Result<(), StorageError> {
+        let log = self.log(dataset)?;
+        let mut table = log.table.lock().await;
+        let Some(latest) = data.version() else {
+            return Ok(());
+        };
+        let covered = match table.snapshot() {
+            Ok(snapshot) => snapshot
+                .transaction_version(table.log_store().as_ref(), APP_ID)
+                .await
+                .map_err(|e| other(dataset, e))?,
+            Err(_) => None,
+        };
+        let first = covered.map_or(0, |v| v as u64 + 1);
+        for version in first..=latest {
+            let Some((commit, changed_at)) = data_commit(data, version).await? else {
+                continue;
+            };
+            let mut last = *log.last_seq.borrow();
+            let mut writer = RecordBatchWriter::for_table(&table)
+                .map_err(|e| other(dataset, e))?
+                .with_writer_properties(writer_properties());
+            let mut rows = 0usize;
+            match commit {
+                DataCommit::Run(run_id) => {
+                    let mut at_version = data.clone();
+                    if at_version.version() != Some(version) {
+                        at_version
+                            .load_version(version)
+                            .await
+                            .map_err(|e| other(dataset, e))?;
+                    }
+                    let provider = at_version
+                        .table_provider()
+                        .await
+                        .map_err(|e| other(dataset, e))?;
+                    let ctx = SessionContext::new();
+                    let mut stream = ctx
+                        .read_table(provider)
+                        .and_then(|df| df.filter(col("_run_id").eq(lit(run_id.as_str()))))
+                        .map_err(|e| other(dataset, e))?
+                        .execute_stream()
+                        .await
+                        .map_err(|e| other(dataset, e))?;
+                    while let Some(batch) = stream.next().await {
+                        let batch = batch.map_err(|e| other(dataset, e))?;
+                        if batch.num_rows() == 0 {
+                            continue;
+                        }
+                        let numbered = numbered(&log.schema, &batch, last, OP_UPSERTED, changed_at)
+                            .map_err(|e| other(dataset, e))?;
+                        last += batch.num_rows() as i64;
+                        rows += batch.num_rows();
+                        writer
+                            .write(numbered)
+                            .await
+                            .map_err(|e| other(dataset, e))?;
+                    }
+                }
+                DataCommit::Deleted(keys) if !keys.is_empty() => {
+                    let batch = deleted_rows(&log.schema, &log.key, &keys)
+                        .map_err(|e| other(dataset, e))?;
+                    let numbered = numbered(&log.schema, &batch, last, OP_DELETED, changed_at)
+                        .map_err(|e| other(dataset, e))?;
+                    last += batch.num_rows() as i64;
+                    rows += batch.num_rows();
+                    writer
+                        .write(numbered)
+                        .await
+                        .map_err(|e| other(dataset, e))?;
+                }
+                DataCommit::Deleted(_) => {}
+            }
+            if rows == 0 {
+                continue;
+            }
+            let mut metadata = HashMap::new();
+            metadata.insert(META_LAST_SEQ.to_string(), serde_json::Value::from(last));
+            let properties = CommitProperties::default()
+                .with_metadata(metadata)
+                .with_application_transaction(Transaction::new(APP_ID, version as i64));
+            let mut writer = writer.with_commit_properties(properties);
+            writer
+                .flush_and_commit(&mut table)
+                .await
+                .map_err(|e| other(dataset, e))?;
+            let provider = self.store.provider(dataset, &table).await?;
+            *log.provider
+                .write()
+                .map_err(|_| other(dataset, "provider lock poisoned"))? = provider;
+            log.last_seq.send_replace(last);
+        }
+        Ok(())
+    }
+
+    /// When change `seq` was committed (for the lag of a subscription).
+    pub async fn changed_at(&self, dataset: &str, seq: i64) -> Option<i64> {
+        let provider = self.provider(dataset).ok()?;
+        let batches = SessionContext::new()
+            .read_table(provider)
+            .and_then(|df| df.filter(col(SEQ).eq(lit(seq))))
+            .and_then(|df| df.select(vec![col(CHANGED_AT)]))
+            .ok()?
+            .collect()
+            .await
+            .ok()?;
+        let batch = batches.into_iter().find(|b| b.num_rows() > 0)?;
+        let column = cast(batch.column(0), &DataType::Int64).ok()?;
+        let values = column.as_any().downcast_ref::<Int64Array>()?;
+        Some(values.value(0))
+    }
+}
+
+fn writer_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .build()
+}
+
+async fn last_seq_of(table: &DeltaTable) -> Result<i64, StorageError> {
+    if table.version().is_none_or(|v| v == 0) {
+        return Ok(0);
+    }
+    let history: Vec<deltalake::kernel::CommitInfo> = table
+        .history(Some(1))
+        .try_collect()
+        .await
+        .map_err(|e| other("?", e))?;
+    Ok(history
+        .first()
+        .and_then(|c| c.info.get(META_LAST_SEQ))
+        .and_then(|v| v.as_i64())
+        .unwrap_or(0))
+}
+
+/// The iochub commit info of data version `version`, and its time (µs since the epoch);
+/// `None` for commits that change no rows (table creation, maintenance).
+async fn data_commit(
+    data: &DeltaTable,
+    version: u64,
+) -> Result<Option<(DataCommit, i64)>, StorageError> {
+    let Some(bytes) = data
+        .log_store()
+        .read_commit_entry(version)
+        .await
+        .map_err(|e| other("data", e))?
+    else {
+        return Ok(None);
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    for line in text.lines() {
+        let Ok(action) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let Some(info) = action.get("commitInfo") else {
+            continue;
+        };
+        let micros = info
+            .get("timestamp")
+            .and_then(|t| t.as_i64())
+            .map_or_else(|| chrono::Utc::now().timestamp_micros(), |ms| ms * 1000);
+        if let Some(keys) = info.get(META_DELETED_KEYS) {
+            let keys = keys
+                .as_array()
+                .map(|list| {
+                    list.iter()
+                        .filter_map(|k| k.as_object().cloned())
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default();
+            return Ok(Some((DataCommit::Deleted(keys), micros)));
+        }
+        if let Some(run_id) = info.get(META_RUN_ID).and_then(|r| r.as_str()) {
+            return Ok(Some((DataCommit::Run(run_id.to_string()), micros)));
+        }
+    }
+    Ok(None)
+}
+
+/// `batch`'s columns in the log's shape, numbered from `after + 1`.
+fn numbered(
+    schema: &SchemaRef,
+    batch: &RecordBatch,
+    after: i64,
+    op: &str,
+    changed_at: i64,
+) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let rows = batch.num_rows();
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+    for field in schema.fields() {
+        let column: ArrayRef = match field.name().as_str() {
+            SEQ => Arc::new(Int64Array::from_iter_values(
+                (after + 1)..=(after + rows as i64),
+            )),
+            OP => Arc::new(StringArray::from(vec![op; rows])),
+            CHANGED_AT => Arc::new(
+                TimestampMicrosecondArray::from(vec![changed_at; rows]).with_timezone("UTC"),
+            ),
+            name => match batch.column_by_name(name) {
+                Some(c) if c.data_type() == field.data_type() => c.clone(),
+                Some(c) => cast(c, field.data_type())?,
+                None => new_null_array(field.data_type(), rows),
+            },
+        };
+        columns.push(column);
+    }
+    RecordBatch::try_new(schema.clone(), columns)
+}
+
+/// Rows holding only the deleted keys.
+fn deleted_rows(
+    schema: &SchemaRef,
+    key: &[String],
+    keys: &[serde_json::Map<String, serde_json::Value>],
+) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let key_fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .filter(|f| key.contains(f.name()))
+        .map(|f| f.as_ref().clone())
+        .collect();
+    let key_schema = Arc::new(Schema::new(key_fields));
+    let mut decoder = arrow::json::ReaderBuilder::new(key_schema).build_decoder()?;
+    decoder.serialize(keys)?;
+    let decoded = decoder
+        .flush()?
+        .ok_or_else(|| arrow::error::ArrowError::JsonError("no keys".into()))?;
+    let rows = decoded.num_rows();
+    let columns: Vec<ArrayRef> = schema
+        .fields()
+        .iter()
+        .filter(|f| !META_COLUMNS.contains(&f.name().as_str()))
+        .map(|f| {
+            decoded
+                .column_by_name(f.name())
+                .cloned()
+                .unwrap_or_else(|| new_null_array(f.data_type(), rows))
+        })
+        .collect();
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .filter(|f| !META_COLUMNS.contains(&f.name().as_str()))
+        .map(|f| f.as_ref().clone())
+        .collect();
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+}
