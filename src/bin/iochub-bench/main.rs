@@ -4,6 +4,9 @@
 //! the real pipeline (file connector → JSON Schema validation with formats → Arrow → Delta
 //! table), then runs the four queries of `bench/queries.sql`. Prints one JSON object. Run it
 //! through `bench/run.sh`, which also measures DuckDB and Polars on the same file.
+//! `--feed` measures the push feed instead (see `feed.rs`).
+
+mod feed;
 
 /// mimalloc: ingest allocates many small values per record; glibc malloc spent a third of
 /// the CPU time in the kernel returning memory (measured with /usr/bin/time on 5M records).
@@ -38,6 +41,17 @@ struct Args {
     /// Skip the queries (for memory measurements of ingest alone).
     #[arg(long)]
     no_queries: bool,
+    /// Measure the push feed: deliver the backlog of `--records` changes, then a steady
+    /// 1,000 events/s.
+    #[arg(long)]
+    feed: bool,
+    #[arg(long, default_value_t = 1000)]
+    feed_batch_size: usize,
+    #[arg(long, default_value_t = 200)]
+    feed_batch_delay_ms: u64,
+    /// Length of the feed's steady phase.
+    #[arg(long, default_value_t = 30)]
+    steady_seconds: usize,
 }
 
 const SCHEMA: &str = r#"{
@@ -154,43 +168,48 @@ impl Rng {
     }
 }
 
+/// Report number `i` (0-based) of the synthetic stream.
+fn report(i: usize, rng: &mut Rng) -> serde_json::Value {
+    let start = chrono::DateTime::parse_from_rfc3339("2025-01-01T07:00:00+07:00")
+        .expect("a valid constant");
+    let (code, name, text) = CATEGORIES[rng.below(CATEGORIES.len() as u64) as usize];
+    let commune = COMMUNES[rng.below(COMMUNES.len() as u64) as usize];
+    let requested = start + chrono::Duration::minutes(rng.below(181 * 24 * 60) as i64);
+    let closed = rng.below(10) < 7;
+    let updated = requested + chrono::Duration::hours(2 + rng.below(24 * 7) as i64);
+    json!({
+        "service_request_id": format!("BPT-2025-{:07}", i + 1),
+        "jurisdiction_id": "dongphu.binhphuoc.gov.vn",
+        "service_code": code,
+        "service_name": name,
+        "description": text,
+        "status": if closed { "closed" } else { "open" },
+        "status_notes": if closed { json!("Đã xử lý xong") } else { json!(null) },
+        "agency_responsible": format!("UBND {}", commune.to_lowercase()),
+        "requested_datetime": requested.to_rfc3339(),
+        "updated_datetime": updated.to_rfc3339(),
+        "address": format!("Tổ {}, ấp {}, {}", 1 + rng.below(12), 1 + rng.below(8), commune),
+        "lat": (1_130_000 + rng.below(36_000)) as f64 / 100_000.0,
+        "long": (10_676_000 + rng.below(38_000)) as f64 / 100_000.0,
+        "media_url": null,
+        "x_status_detail": if closed { "da_xu_ly" } else { "dang_xu_ly" },
+        "x_channel": "app",
+        "x_language": "vi",
+        "x_reported_commune": commune,
+        "x_submitter": {
+            "full_name": NAMES[rng.below(NAMES.len() as u64) as usize],
+            "address": null,
+            "phone": format!("09{:08}", rng.below(100_000_000)),
+        },
+    })
+}
+
 fn generate(path: &Path, records: usize) -> anyhow::Result<u64> {
     let mut out = BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
     let mut rng = Rng(20250401);
-    let start = chrono::DateTime::parse_from_rfc3339("2025-01-01T07:00:00+07:00")?;
     let mut bytes = 0u64;
     for i in 0..records {
-        let (code, name, text) = CATEGORIES[rng.below(CATEGORIES.len() as u64) as usize];
-        let commune = COMMUNES[rng.below(COMMUNES.len() as u64) as usize];
-        let requested = start + chrono::Duration::minutes(rng.below(181 * 24 * 60) as i64);
-        let closed = rng.below(10) < 7;
-        let updated = requested + chrono::Duration::hours(2 + rng.below(24 * 7) as i64);
-        let record = json!({
-            "service_request_id": format!("BPT-2025-{:07}", i + 1),
-            "jurisdiction_id": "dongphu.binhphuoc.gov.vn",
-            "service_code": code,
-            "service_name": name,
-            "description": text,
-            "status": if closed { "closed" } else { "open" },
-            "status_notes": if closed { json!("Đã xử lý xong") } else { json!(null) },
-            "agency_responsible": format!("UBND {}", commune.to_lowercase()),
-            "requested_datetime": requested.to_rfc3339(),
-            "updated_datetime": updated.to_rfc3339(),
-            "address": format!("Tổ {}, ấp {}, {}", 1 + rng.below(12), 1 + rng.below(8), commune),
-            "lat": (1_130_000 + rng.below(36_000)) as f64 / 100_000.0,
-            "long": (10_676_000 + rng.below(38_000)) as f64 / 100_000.0,
-            "media_url": null,
-            "x_status_detail": if closed { "da_xu_ly" } else { "dang_xu_ly" },
-            "x_channel": "app",
-            "x_language": "vi",
-            "x_reported_commune": commune,
-            "x_submitter": {
-                "full_name": NAMES[rng.below(NAMES.len() as u64) as usize],
-                "address": null,
-                "phone": format!("09{:08}", rng.below(100_000_000)),
-            },
-        });
-        let line = record.to_string();
+        let line = report(i, &mut rng).to_string();
         out.write_all(line.as_bytes())?;
         out.write_all(b"\n")?;
         bytes += line.len() as u64 + 1;
@@ -212,17 +231,23 @@ fn write_hub(dir: &Path, jsonl: &Path, keyed: bool) -> anyhow::Result<PathBuf> {
         dir.join("pipelines/reports.toml"),
         format!(
             "name = \"reports\"\ntitle = \"Phản ánh (benchmark)\"\nsector = \"citizen_feedback\"\n\
-             schema = \"../schemas/report.schema.json\"\n{key}sharing = \"default\"\nschedule = \"0 0 * * * *\"\n\n\
+             schema = \"../schemas/report.schema.json\"\n{key}sharing = \"default\"\npublishers = [\"{publisher}\"]\nschedule = \"0 0 * * * *\"\n\n\
              [source]\nkind = \"file\"\npath = {:?}\nformat = \"jsonl\"\n",
-            jsonl.display().to_string()
+            jsonl.display().to_string(),
+            publisher = feed::PUBLISHER,
         ),
     )?;
     let config = dir.join("config.toml");
+    let token_hash = hex::encode(iochub::sharing::consumers::hash_token(feed::PUBLISHER_TOKEN));
     std::fs::write(
         &config,
-        "[hub]\nid = \"bench\"\nname = \"Benchmark\"\ningest_on_start = false\n\n[query]\nmax_rows = 100000\n\n\
-         [organisation]\nname = \"Bench\"\nlevel = \"district\"\nfallback_unit = \"VP\"\n\n\
-         [[organisation.units]]\nid = \"VP\"\nname = \"Văn phòng\"\n",
+        format!(
+            "[hub]\nid = \"bench\"\nname = \"Benchmark\"\ningest_on_start = false\n\n[query]\nmax_rows = 100000\n\n\
+             [organisation]\nname = \"Bench\"\nlevel = \"district\"\nfallback_unit = \"VP\"\n\n\
+             [[organisation.units]]\nid = \"VP\"\nname = \"Văn phòng\"\n\n\
+             [[consumers]]\nid = \"{}\"\nagency = \"Benchmark\"\nrole = \"publisher\"\ntoken_sha256 = \"{token_hash}\"\n",
+            feed::PUBLISHER
+        ),
     )?;
     Ok(config)
 }
@@ -272,6 +297,9 @@ fn parse_queries(text: &str) -> Vec<(String, String)> {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     std::fs::create_dir_all(&args.out)?;
+    if args.feed {
+        return feed::run(&args).await;
+    }
     let jsonl = args.out.join("reports.jsonl");
     let marker = args.out.join("reports.count");
     let have = std::fs::read_to_string(&marker)
