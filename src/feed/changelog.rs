@@ -28,7 +28,7 @@ use deltalake::kernel::transaction::CommitProperties;
 use deltalake::parquet::basic::{Compression, ZstdLevel};
 use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use tokio::sync::{Mutex as AsyncMutex, watch};
 
 use crate::config::Pipeline;
@@ -48,6 +48,7 @@ pub const OP_DELETED: &str = "deleted";
 /// Data commit metadata naming the keys a delete removed (a JSON array of key objects).
 pub const META_DELETED_KEYS: &str = "iochub.deleted_keys";
 const META_RUN_ID: &str = "iochub.run_id";
+/// Written on each log commit for people reading the Delta history; the hub reads `max(_seq)`.
 const META_LAST_SEQ: &str = "iochub.last_seq";
 const APP_ID: &str = "iochub:changes";
 
@@ -65,6 +66,9 @@ struct DatasetLog {
 pub struct Changelog {
     store: TableStore,
     logs: HashMap<String, DatasetLog>,
+    /// The last failure to extend each log, until it succeeds again (shown in the
+    /// subscriptions' status).
+    errors: std::sync::Mutex<HashMap<String, String>>,
 }
 
 /// What one data commit did, from its commit info.
@@ -106,8 +110,8 @@ impl Changelog {
         for pipeline in pipelines {
             let schema = log_schema(&pipeline.table_schema);
             let table = store.open(&pipeline.name, &schema).await?;
-            let last = last_seq_of(&table).await?;
             let provider = store.provider(&pipeline.name, &table).await?;
+            let last = last_seq_of(provider.clone()).await?;
             logs.insert(
                 pipeline.name.clone(),
                 DatasetLog {
@@ -119,7 +123,11 @@ impl Changelog {
                 },
             );
         }
-        Ok(Changelog { store, logs })
+        Ok(Changelog {
+            store,
+            logs,
+            errors: std::sync::Mutex::new(HashMap::new()),
+        })
     }
 
     fn log(&self, dataset: &str) -> Result<&DatasetLog, StorageError> {
@@ -152,9 +160,25 @@ impl Changelog {
         self.logs.get(dataset).map_or(&[], |l| l.key.as_slice())
     }
 
+    /// Why the dataset's log could not be extended lately, if it could not.
+    pub fn error(&self, dataset: &str) -> Option<String> {
+        self.errors.lock().ok()?.get(dataset).cloned()
+    }
+
     /// Brings the log up to the data table's latest version. `data` is the dataset's table
     /// as just committed (or as opened).
     pub async fn catch_up(&self, dataset: &str, data: &DeltaTable) -> Result<(), StorageError> {
+        let result = self.extend(dataset, data).await;
+        if let Ok(mut errors) = self.errors.lock() {
+            match &result {
+                Ok(()) => errors.remove(dataset),
+                Err(e) => errors.insert(dataset.to_string(), e.to_string()),
+            };
+        }
+        result
+    }
+
+    async fn extend(&self, dataset: &str, data: &DeltaTable) -> Result<(), StorageError> {
         let log = self.log(dataset)?;
         let mut table = log.table.lock().await;
         let Some(latest) = data.version() else {
@@ -213,17 +237,42 @@ impl Changelog {
                             .map_err(|e| other(dataset, e))?;
                     }
                 }
-                DataCommit::Deleted(keys) if !keys.is_empty() => {
-                    let batch = deleted_rows(&log.schema, &log.key, &keys)
-                        .map_err(|e| other(dataset, e))?;
-                    let numbered = numbered(&log.schema, &batch, last, OP_DELETED, changed_at)
-                        .map_err(|e| other(dataset, e))?;
-                    last += batch.num_rows() as i64;
-                    rows += batch.num_rows();
-                    writer
-                        .write(numbered)
+                DataCommit::Deleted(keys) if !keys.is_empty() && version > 0 => {
+                    // The rows as they were just before the delete: a share's row filter can
+                    // then be applied to a delete too, and a key that was not there is no
+                    // change at all.
+                    let mut before = data.clone();
+                    before
+                        .load_version(version - 1)
                         .await
                         .map_err(|e| other(dataset, e))?;
+                    let predicate = key_predicate(&data_schema(&log.schema), &log.key, &keys)
+                        .map_err(|e| other(dataset, e))?;
+                    let provider = before
+                        .table_provider()
+                        .await
+                        .map_err(|e| other(dataset, e))?;
+                    let mut stream = SessionContext::new()
+                        .read_table(provider)
+                        .and_then(|df| df.filter(predicate))
+                        .map_err(|e| other(dataset, e))?
+                        .execute_stream()
+                        .await
+                        .map_err(|e| other(dataset, e))?;
+                    while let Some(batch) = stream.next().await {
+                        let batch = batch.map_err(|e| other(dataset, e))?;
+                        if batch.num_rows() == 0 {
+                            continue;
+                        }
+                        let numbered = numbered(&log.schema, &batch, last, OP_DELETED, changed_at)
+                            .map_err(|e| other(dataset, e))?;
+                        last += batch.num_rows() as i64;
+                        rows += batch.num_rows();
+                        writer
+                            .write(numbered)
+                            .await
+                            .map_err(|e| other(dataset, e))?;
+                    }
                 }
                 DataCommit::Deleted(_) => {}
             }
@@ -274,20 +323,32 @@ fn writer_properties() -> WriterProperties {
         .build()
 }
 
-async fn last_seq_of(table: &DeltaTable) -> Result<i64, StorageError> {
-    if table.version().is_none_or(|v| v == 0) {
-        return Ok(0);
-    }
-    let history: Vec<deltalake::kernel::CommitInfo> = table
-        .history(Some(1))
-        .try_collect()
+/// The log's highest sequence, from its rows (not from commit metadata, which a maintenance
+/// commit would not carry).
+async fn last_seq_of(provider: Arc<dyn TableProvider>) -> Result<i64, StorageError> {
+    let batches = SessionContext::new()
+        .read_table(provider)
+        .and_then(|df| {
+            df.aggregate(
+                vec![],
+                vec![datafusion::functions_aggregate::expr_fn::max(col(SEQ))],
+            )
+        })
+        .map_err(|e| other("?", e))?
+        .collect()
         .await
         .map_err(|e| other("?", e))?;
-    Ok(history
+    let value = batches
         .first()
-        .and_then(|c| c.info.get(META_LAST_SEQ))
-        .and_then(|v| v.as_i64())
-        .unwrap_or(0))
+        .filter(|b| b.num_rows() > 0)
+        .and_then(|b| cast(b.column(0), &DataType::Int64).ok())
+        .and_then(|c| {
+            c.as_any()
+                .downcast_ref::<Int64Array>()
+                .filter(|a| !a.is_null(0))
+                .map(|a| a.value(0))
+        });
+    Ok(value.unwrap_or(0))
 }
 
 /// The iochub commit info of data version `version`, and its time (µs since the epoch);
@@ -302,7 +363,13 @@ async fn data_commit(
         .await
         .map_err(|e| other("data", e))?
     else {
-        return Ok(None);
+        // Numbering on without it would shift every later sequence.
+        return Err(other(
+            "data",
+            format!(
+                "commit {version} of the data table is gone (log clean-up?); the change log cannot be extended past it"
+            ),
+        ));
     };
     let text = String::from_utf8_lossy(&bytes);
     for line in text.lines() {
@@ -364,41 +431,69 @@ fn numbered(
     RecordBatch::try_new(schema.clone(), columns)
 }
 
-/// Rows holding only the deleted keys.
-fn deleted_rows(
-    schema: &SchemaRef,
+/// The dataset's columns within the log's schema.
+fn data_schema(log: &Schema) -> Schema {
+    Schema::new(
+        log.fields()
+            .iter()
+            .filter(|f| !META_COLUMNS.contains(&f.name().as_str()))
+            .map(|f| f.as_ref().clone())
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// `(k1 = v1 AND k2 = v2) OR ...`, each value typed as its column.
+pub fn key_predicate(
+    schema: &arrow::datatypes::Schema,
     key: &[String],
     keys: &[serde_json::Map<String, serde_json::Value>],
-) -> Result<RecordBatch, arrow::error::ArrowError> {
-    let key_fields: Vec<Field> = schema
-        .fields()
+) -> Result<datafusion::logical_expr::Expr, String> {
+    use datafusion::common::ScalarValue;
+    let fields: Vec<arrow::datatypes::Field> = key
         .iter()
-        .filter(|f| key.contains(f.name()))
-        .map(|f| f.as_ref().clone())
-        .collect();
-    let key_schema = Arc::new(Schema::new(key_fields));
-    let mut decoder = arrow::json::ReaderBuilder::new(key_schema).build_decoder()?;
-    decoder.serialize(keys)?;
-    let decoded = decoder
-        .flush()?
-        .ok_or_else(|| arrow::error::ArrowError::JsonError("no keys".into()))?;
-    let rows = decoded.num_rows();
-    let columns: Vec<ArrayRef> = schema
-        .fields()
-        .iter()
-        .filter(|f| !META_COLUMNS.contains(&f.name().as_str()))
-        .map(|f| {
-            decoded
-                .column_by_name(f.name())
-                .cloned()
-                .unwrap_or_else(|| new_null_array(f.data_type(), rows))
+        .map(|k| {
+            schema
+                .field_with_name(k)
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .map_err(|e| e.to_string())
         })
-        .collect();
-    let fields: Vec<Field> = schema
-        .fields()
-        .iter()
-        .filter(|f| !META_COLUMNS.contains(&f.name().as_str()))
-        .map(|f| f.as_ref().clone())
-        .collect();
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+        .collect::<Result<_, _>>()?;
+    let key_schema = Arc::new(arrow::datatypes::Schema::new(fields));
+    let mut decoder = arrow::json::ReaderBuilder::new(key_schema)
+        .build_decoder()
+        .map_err(|e| e.to_string())?;
+    decoder.serialize(keys).map_err(|e| e.to_string())?;
+    let batch = decoder
+        .flush()
+        .map_err(|e| e.to_string())?
+        .ok_or("no keys")?;
+    let value = |column: usize, row: usize| {
+        ScalarValue::try_from_array(batch.column(column), row)
+            .map(lit)
+            .map_err(|e| e.to_string())
+    };
+    if let [only] = key {
+        let values = (0..batch.num_rows())
+            .map(|row| value(0, row))
+            .collect::<Result<Vec<_>, _>>()?;
+        return Ok(datafusion::logical_expr::col(only.as_str()).in_list(values, false));
+    }
+    let mut any: Option<datafusion::logical_expr::Expr> = None;
+    for row in 0..batch.num_rows() {
+        let mut all: Option<datafusion::logical_expr::Expr> = None;
+        for (i, k) in key.iter().enumerate() {
+            let eq = datafusion::logical_expr::col(k.as_str()).eq(value(i, row)?);
+            all = Some(match all {
+                Some(a) => a.and(eq),
+                None => eq,
+            });
+        }
+        if let Some(all) = all {
+            any = Some(match any {
+                Some(a) => a.or(all),
+                None => all,
+            });
+        }
+    }
+    any.ok_or_else(|| "no keys".to_string())
 }

@@ -27,9 +27,11 @@ const RESCAN: Duration = Duration::from_secs(60);
 /// a table that could not be read).
 const READ_RETRY: Duration = Duration::from_secs(30);
 
-/// Starts a delivery loop for every enabled subscription; they stop when `shutdown` is true.
+/// Starts a delivery loop for every enabled subscription, and the change logs' repair loop;
+/// they stop when `shutdown` is true.
 pub fn start(hub: Arc<Hub>, shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
-    hub.config
+    let mut tasks: Vec<JoinHandle<()>> = hub
+        .config
         .subscriptions
         .iter()
         .filter(|s| s.sink.is_some())
@@ -39,7 +41,24 @@ pub fn start(hub: Arc<Hub>, shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<(
             let shutdown = shutdown.clone();
             tokio::spawn(run_subscription(hub, subscription, shutdown))
         })
-        .collect()
+        .collect();
+    tasks.push(tokio::spawn(repair_logs(hub, shutdown)));
+    tasks
+}
+
+/// A change log that could not be extended after a commit (disk full, a bug) is tried
+/// again every minute, not only at the dataset's next commit, which may be a day away.
+async fn repair_logs(hub: Arc<Hub>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        if sleep_or_stop(RESCAN, &mut shutdown).await {
+            return;
+        }
+        for pipeline in &hub.config.pipelines {
+            if hub.feed.changelog.error(&pipeline.name).is_some() {
+                hub.catch_up_changes(&pipeline.name).await;
+            }
+        }
+    }
 }
 
 async fn run_subscription(
@@ -97,21 +116,30 @@ async fn run_target(
         return;
     };
     let feed = &hub.feed;
-    let dataset = match hub.feed_dataset_of(&subscription.consumer, &target) {
-        Ok(d) => d,
-        Err(e) => {
-            record_error(&hub, &subscription, &target, &e.to_string());
-            return;
-        }
-    };
-    let Some(mut grows) = feed.changelog.subscribe(&dataset) else {
-        return;
-    };
-    let mut sink = match Sink::build(&subscription, &sink_config) {
-        Ok(s) => s,
-        Err(e) => {
-            record_error(&hub, &subscription, &target, &e.to_string());
-            return;
+    // What the target needs, retried until it is there: a share may be approved, a secret
+    // set, later; the loop never gives up on its own.
+    let (mut grows, mut sink) = loop {
+        let ready = hub
+            .feed_dataset_of(&subscription.consumer, &target)
+            .map_err(|e| e.to_string())
+            .and_then(|dataset| {
+                feed.changelog
+                    .subscribe(&dataset)
+                    .ok_or_else(|| format!("no change log for {dataset}"))
+            })
+            .and_then(|grows| {
+                Sink::build(&subscription, &sink_config)
+                    .map(|sink| (grows, sink))
+                    .map_err(|e| e.to_string())
+            });
+        match ready {
+            Ok(ready) => break ready,
+            Err(e) => {
+                record_error(&hub, &subscription, &target, &e);
+                if sleep_or_stop(READ_RETRY, &mut shutdown).await {
+                    return;
+                }
+            }
         }
     };
     loop {
@@ -171,13 +199,13 @@ async fn run_target(
         let Some(consumer) = hub.config.consumers.get(&subscription.consumer).cloned() else {
             return;
         };
+        // A batch that was in flight when the hub stopped goes again as it was.
+        let limit = match position.inflight {
+            Some(upper) if upper > position.position => (upper - position.position) as usize,
+            _ => subscription.batch_size,
+        };
         let page = match hub
-            .feed_read(
-                &consumer,
-                &target,
-                position.position,
-                subscription.batch_size,
-            )
+            .feed_read(&consumer, &target, position.position, limit)
             .await
         {
             Ok(p) => p,
@@ -189,6 +217,23 @@ async fn run_target(
                 continue;
             }
         };
+        if position.inflight != Some(page.next) {
+            let saved = hub.state.save_feed_position(
+                &subscription.id,
+                &target,
+                &FeedPosition {
+                    inflight: Some(page.next),
+                    ..position.clone()
+                },
+            );
+            if let Err(e) = saved {
+                record_error(&hub, &subscription, &target, &e.to_string());
+                if sleep_or_stop(READ_RETRY, &mut shutdown).await {
+                    return;
+                }
+                continue;
+            }
+        }
         let outcome = if page.events.is_empty() {
             // Every change in the range is outside the consumer's rows: nothing to send.
             Outcome::Delivered
@@ -203,6 +248,7 @@ async fn run_target(
             let batch = Batch {
                 id: &batch_id,
                 after: position.position,
+                upper: page.next,
                 events: &page.events,
             };
             deliver(
@@ -225,6 +271,7 @@ async fn run_target(
                     &FeedPosition {
                         position: page.next,
                         parked: None,
+                        inflight: None,
                     },
                 );
                 if let Err(e) = saved {
@@ -250,6 +297,8 @@ struct Batch<'a> {
     id: &'a str,
     /// The acknowledged position the batch follows.
     after: i64,
+    /// The position once it is acknowledged.
+    upper: i64,
     events: &'a [super::events::Event],
 }
 
@@ -305,6 +354,7 @@ async fn deliver(
                         &FeedPosition {
                             position: batch.after,
                             parked: Some(error.to_string()),
+                            inflight: Some(batch.upper),
                         },
                     );
                     if parked.is_ok() {

@@ -104,7 +104,7 @@ pub fn to_events(
         json.push_str(&seq.to_string());
         json.push_str("\",\"datacontenttype\":\"application/json\",\"data\":");
         if deleted {
-            json.push_str(&without_nulls(&line)?);
+            json.push_str(&key_only(&line, key)?);
         } else {
             json.push_str(&line);
         }
@@ -156,11 +156,12 @@ fn json_lines(batch: &RecordBatch) -> Result<Vec<String>, EventError> {
     Ok(lines)
 }
 
-/// A deleted record is only its key: the other columns are null in the log.
-fn without_nulls(line: &str) -> Result<String, EventError> {
+/// A deleted record is told by its key alone (the log keeps the whole row, for share
+/// filters; the receiver needs only which record to remove).
+fn key_only(line: &str, key: &[String]) -> Result<String, EventError> {
     let mut object: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(line).map_err(|e| EventError(e.to_string()))?;
-    object.retain(|_, v| !v.is_null());
+    object.retain(|name, _| key.contains(name));
     serde_json::to_string(&object).map_err(|e| EventError(e.to_string()))
 }
 
@@ -188,7 +189,7 @@ mod tests {
             schema,
             vec![
                 Arc::new(StringArray::from(vec![Some("a1"), Some("a2")])),
-                Arc::new(StringArray::from(vec![Some("Đồng Phú"), None])),
+                Arc::new(StringArray::from(vec![Some("Đồng Phú"), Some("Cũ")])),
                 Arc::new(Int64Array::from(vec![7, 8])),
                 Arc::new(StringArray::from(vec!["upserted", "deleted"])),
                 Arc::new(TimestampMicrosecondArray::from(vec![0, 0]).with_timezone("UTC")),

@@ -79,7 +79,10 @@ impl HttpSink {
         let signer = standardwebhooks::Webhook::new(secret).map_err(|e| {
             SendError::Misconfigured(format!("the signing secret is not whsec_<base64>: {e}"))
         })?;
+        // No redirects: a 30x would turn the POST into a bodiless GET whose 2xx would count
+        // as a delivery. A redirect is a refusal the operator must look at.
         let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(subscription.timeout)
             .connect_timeout(subscription.timeout.min(Duration::from_secs(10)))
             .build()
@@ -275,6 +278,20 @@ impl MqttSink {
     }
 
     async fn send(&mut self, target: &str, events: &[Event]) -> Result<(), SendError> {
+        // Publishing waits when rumqttc's queue is full (broker down): bound the whole batch.
+        match tokio::time::timeout(self.timeout, self.publish_and_wait(target, events)).await {
+            Ok(result) => result,
+            Err(_) => Err(SendError::Retry(format!(
+                "MQTT: the batch was not acknowledged within {:?}",
+                self.timeout
+            ))),
+        }
+    }
+
+    /// Note: acknowledgements are counted, not matched by packet id; after a reconnect the
+    /// broker may acknowledge messages of an earlier attempt of this same batch, which carry
+    /// the same events.
+    async fn publish_and_wait(&mut self, target: &str, events: &[Event]) -> Result<(), SendError> {
         // Acknowledgements left over from an attempt that timed out belong to nobody now.
         while self.acks.try_recv().is_ok() {}
         let topic = format!("{}/{target}", self.prefix);

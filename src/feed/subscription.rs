@@ -168,7 +168,21 @@ impl Subscription {
         }
         if let Some(u) = url {
             match url::Url::parse(u) {
-                Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {}
+                Ok(parsed) if parsed.scheme() == "https" => {}
+                Ok(parsed) if parsed.scheme() == "http" => {
+                    let loopback = match parsed.host() {
+                        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                        Some(url::Host::Domain(d)) => d == "localhost",
+                        None => false,
+                    };
+                    if !loopback {
+                        problems.push((
+                            "url".into(),
+                            format!("{u:?}: records would cross the network in clear; use https (plain http only to this machine)"),
+                        ));
+                    }
+                }
                 _ => problems.push(("url".into(), format!("{u:?} is not an http(s) URL"))),
             }
             if c.secret_env.is_none() {

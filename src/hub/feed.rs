@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::{Hub, HubError};
-use crate::feed::changelog::{META_COLUMNS, SEQ};
+use crate::feed::changelog::{META_COLUMNS, SEQ, key_predicate};
 use crate::feed::events::{self, Event};
 use crate::feed::{Subscription, TargetRuntime};
 use crate::query::QueryError;
@@ -50,6 +50,8 @@ pub struct TargetStatus {
     pub lag_seconds: f64,
     pub parked: bool,
     pub parked_reason: Option<String>,
+    /// Why the dataset's change log could not be extended (new changes wait until it can).
+    pub log_error: Option<String>,
     #[serde(flatten)]
     pub runtime: TargetRuntime,
 }
@@ -132,32 +134,32 @@ impl Hub {
         let visibility = self.visibility_of(consumer)?;
         let not_found = || HubError::NotFound(format!("no dataset or share named {target:?}"));
         let changelog = &self.feed.changelog;
-        let (dataset, plan) = match target.strip_prefix("share.") {
+        let dataset = self.feed_dataset_of(&consumer.id, target)?;
+        // The sequence first, then the log: `catch_up` publishes a new log before its new
+        // sequence, so the log read here holds at least every change up to `last_sequence`.
+        let last_sequence = changelog.last_seq(&dataset);
+        let changes = changelog.provider(&dataset)?;
+        let plan = match target.strip_prefix("share.") {
             Some(name) => {
                 let grant = visibility
                     .shares
                     .iter()
                     .find(|g| g.name == name)
                     .ok_or_else(not_found)?;
-                let dataset = grant.dataset.clone().ok_or_else(|| HubError::BadRequest {
-                    field: "dataset".into(),
-                    message: format!(
-                        "share.{name} is an SQL share, not the changes of one dataset: it has no feed"
-                    ),
-                })?;
-                let changes = changelog.provider(&dataset)?;
-                let plan = feed_share_plan(grant, &changes, &META_COLUMNS, self.engine.context())
-                    .map_err(catalog_error)?;
-                (dataset, plan)
+                feed_share_plan(
+                    grant,
+                    &changes,
+                    changelog.key(&dataset),
+                    &META_COLUMNS,
+                    self.engine.context(),
+                )
+                .map_err(catalog_error)?
             }
             None => {
                 let view = visibility.dataset(target).ok_or_else(not_found)?;
-                let changes = changelog.provider(&view.dataset)?;
-                let plan = feed_dataset_plan(view, &changes, &META_COLUMNS).map_err(plan_error)?;
-                (view.dataset.clone(), plan)
+                feed_dataset_plan(view, &changes, &META_COLUMNS).map_err(plan_error)?
             }
         };
-        let last_sequence = changelog.last_seq(&dataset);
         let upper = after.saturating_add(limit as i64).min(last_sequence);
         if upper <= after {
             return Ok(FeedPage {
@@ -220,6 +222,7 @@ impl Hub {
                     0.0
                 };
                 self.metrics.set_feed_lag(&s.id, &target, lag_seconds);
+                let log_error = self.feed.changelog.error(&dataset);
                 targets.push(TargetStatus {
                     runtime: self.feed.runtime(&s.id, &target),
                     target,
@@ -230,6 +233,7 @@ impl Hub {
                     lag_seconds,
                     parked: position.parked.is_some(),
                     parked_reason: position.parked,
+                    log_error,
                 });
             }
             out.push(SubscriptionStatus {
@@ -345,60 +349,4 @@ impl Hub {
         self.catch_up_changes(&name).await;
         Ok(deleted.into_inner())
     }
-}
-
-/// `(k1 = v1 AND k2 = v2) OR ...`, each value typed as its column.
-fn key_predicate(
-    schema: &arrow::datatypes::Schema,
-    key: &[String],
-    keys: &[serde_json::Map<String, Value>],
-) -> Result<datafusion::logical_expr::Expr, String> {
-    use datafusion::common::ScalarValue;
-    let fields: Vec<arrow::datatypes::Field> = key
-        .iter()
-        .map(|k| {
-            schema
-                .field_with_name(k)
-                .map(|f| f.as_ref().clone().with_nullable(true))
-                .map_err(|e| e.to_string())
-        })
-        .collect::<Result<_, _>>()?;
-    let key_schema = Arc::new(arrow::datatypes::Schema::new(fields));
-    let mut decoder = arrow::json::ReaderBuilder::new(key_schema)
-        .build_decoder()
-        .map_err(|e| e.to_string())?;
-    decoder.serialize(keys).map_err(|e| e.to_string())?;
-    let batch = decoder
-        .flush()
-        .map_err(|e| e.to_string())?
-        .ok_or("no keys")?;
-    let value = |column: usize, row: usize| {
-        ScalarValue::try_from_array(batch.column(column), row)
-            .map(lit)
-            .map_err(|e| e.to_string())
-    };
-    if let [only] = key {
-        let values = (0..batch.num_rows())
-            .map(|row| value(0, row))
-            .collect::<Result<Vec<_>, _>>()?;
-        return Ok(col(only.as_str()).in_list(values, false));
-    }
-    let mut any: Option<datafusion::logical_expr::Expr> = None;
-    for row in 0..batch.num_rows() {
-        let mut all: Option<datafusion::logical_expr::Expr> = None;
-        for (i, k) in key.iter().enumerate() {
-            let eq = col(k.as_str()).eq(value(i, row)?);
-            all = Some(match all {
-                Some(a) => a.and(eq),
-                None => eq,
-            });
-        }
-        if let Some(all) = all {
-            any = Some(match any {
-                Some(a) => a.or(all),
-                None => all,
-            });
-        }
-    }
-    any.ok_or_else(|| "no keys".to_string())
 }

@@ -168,7 +168,11 @@ impl Hub {
         for pipeline in &config.pipelines {
             if let Some(table) = tables.get(&pipeline.name) {
                 let table = table.lock().await.clone();
-                changelog.catch_up(&pipeline.name, &table).await?;
+                // Not fatal: the data is safe, the error shows in the subscriptions' status,
+                // and the next catch-up tries again.
+                if let Err(e) = changelog.catch_up(&pipeline.name, &table).await {
+                    tracing::error!(dataset = %pipeline.name, error = %e, "could not extend the change log");
+                }
             }
         }
         Ok(Arc::new(Hub {

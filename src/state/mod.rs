@@ -164,4 +164,7 @@ pub struct FeedPosition {
     pub position: i64,
     /// Why delivery stopped until an admin resumes it.
     pub parked: Option<String>,
+    /// The last sequence of the batch being sent (saved before its first attempt), so the
+    /// batch sent again after a restart is the same batch, with the same id.
+    pub inflight: Option<i64>,
 }

@@ -78,6 +78,7 @@ const MIGRATIONS: &[&str] = &[
         subscription TEXT NOT NULL,
         target TEXT NOT NULL,
         position INTEGER NOT NULL,
+        inflight INTEGER,
         parked TEXT,
         updated_at TEXT NOT NULL,
         PRIMARY KEY (subscription, target)
@@ -212,12 +213,13 @@ impl StateStore for SqliteStateStore {
     ) -> Result<Option<FeedPosition>, StateError> {
         self.with(|c| {
             Ok(c.query_row(
-                "SELECT position, parked FROM feed_positions WHERE subscription = ?1 AND target = ?2",
+                "SELECT position, parked, inflight FROM feed_positions WHERE subscription = ?1 AND target = ?2",
                 params![subscription, target],
                 |r| {
                     Ok(FeedPosition {
                         position: r.get(0)?,
                         parked: r.get(1)?,
+                        inflight: r.get(2)?,
                     })
                 },
             )
@@ -233,16 +235,17 @@ impl StateStore for SqliteStateStore {
     ) -> Result<(), StateError> {
         self.with(|c| {
             c.execute(
-                "INSERT INTO feed_positions (subscription, target, position, parked, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)
+                "INSERT INTO feed_positions (subscription, target, position, parked, inflight, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT (subscription, target) DO UPDATE SET
                     position = excluded.position, parked = excluded.parked,
-                    updated_at = excluded.updated_at",
+                    inflight = excluded.inflight, updated_at = excluded.updated_at",
                 params![
                     subscription,
                     target,
                     position.position,
                     position.parked,
+                    position.inflight,
                     Utc::now().to_rfc3339()
                 ],
             )?;

@@ -405,6 +405,99 @@ async fn the_pull_feed_has_the_same_rights_as_sql() {
     assert!(!audit.is_empty(), "feed reads are audited");
 }
 
+#[tokio::test]
+async fn a_share_feed_keeps_to_its_rows_and_columns_deletes_included() {
+    let t = people_hub();
+    std::fs::create_dir_all(t.path().join("grants")).unwrap();
+    let grant = |name: &str, rest: &str| {
+        format!(
+            "name = \"{name}\"\nconsumer = \"province\"\npurpose = \"Thử nghiệm\"\n\
+             legal_basis = \"Thử nghiệm\"\ndataset = \"people\"\nend_date = \"2099-12-31\"\n{rest}\n"
+        )
+    };
+    t.write(
+        "grants/people_big.toml",
+        grant(
+            "people_big",
+            "columns = [\"id\", \"n\", \"phone\"]\nrow_filter = \"n >= 2\"",
+        ),
+    );
+    t.write(
+        "grants/people_nokey.toml",
+        grant("people_nokey", "columns = [\"n\"]"),
+    );
+    t.write("inbox/a.jsonl", people(1, 3));
+    let hub = t.open().await;
+    hub.run("people", "test").await.unwrap();
+    let addr = common::serve(hub.clone()).await;
+    let deleted: Value = client_with(PUBLISHER)
+        .delete(format!("http://{addr}/api/v1/datasets/people/records"))
+        .json(&json!({"keys": [{"id": "p1"}, {"id": "p2"}, {"id": "never-was"}]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(deleted["deleted"], 2, "{deleted}");
+    let province = client_with(common::PROVINCE);
+    let page = common::get_json(
+        &province,
+        format!("http://{addr}/api/v1/feed/share.people_big"),
+    )
+    .await;
+    let events: Vec<(String, String, Value)> = page["events"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{page}"))
+        .iter()
+        .map(|e| {
+            (
+                e["subject"].as_str().unwrap().to_string(),
+                e["type"].as_str().unwrap().to_string(),
+                e["data"].clone(),
+            )
+        })
+        .collect();
+    let mut upserts: Vec<_> = events
+        .iter()
+        .filter(|e| e.1.ends_with("upserted"))
+        .map(|e| e.0.clone())
+        .collect();
+    upserts.sort();
+    assert_eq!(upserts, ["p2", "p3"], "the row filter applies: {events:?}");
+    let deletes: Vec<_> = events.iter().filter(|e| e.1.ends_with("deleted")).collect();
+    assert_eq!(
+        deletes.len(),
+        1,
+        "only p2's delete is in the share: {events:?}"
+    );
+    assert_eq!(deletes[0].0, "p2");
+    assert_eq!(deletes[0].2, json!({"id": "p2"}));
+    // The share's columns, unmasked (the grant covers them), and nothing else.
+    let data = &events.iter().find(|e| e.0 == "p3").unwrap().2;
+    assert_eq!(data, &json!({"id": "p3", "n": 3, "phone": "0912345603"}));
+    assert_eq!(
+        page["last_sequence"], 5,
+        "3 upserts and 2 deletes (a key that was not there is no change)"
+    );
+
+    let response = province
+        .get(format!("http://{addr}/api/v1/feed/share.people_nokey"))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert!(status.is_client_error(), "{status} {body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("key column"),
+        "{body}"
+    );
+}
+
 // ---------------------------------------------------------------- delivery
 
 #[tokio::test]
@@ -634,12 +727,11 @@ fn a_hub_killed_mid_batch_resumes_from_its_last_acknowledged_position() {
     // The receiver holds its answers back: the hub is killed while a batch is in flight.
     receiver.fail_next.store(u16::MAX, Ordering::SeqCst);
     let addr = runtime.block_on(start_receiver(receiver.clone()));
-    t.append_config(&subscription(
-        "tinh",
-        "province",
-        &format!("http://{addr}/hook"),
-        "",
-    ));
+    // One batch holds all nine changes, with room to spare: a partial batch.
+    t.append_config(
+        &subscription("tinh", "province", &format!("http://{addr}/hook"), "")
+            .replace("batch_size = 4", "batch_size = 20"),
+    );
     t.write("inbox/a.jsonl", people(1, 9));
     runtime.block_on(async {
         let hub = open_with_secret(&t).await;
@@ -670,18 +762,26 @@ fn a_hub_killed_mid_batch_resumes_from_its_last_acknowledged_position() {
     first.wait().unwrap();
     let first_id = receiver.attempts.lock().unwrap()[0].clone();
     assert!(receiver.accepted.lock().unwrap().is_empty());
+    // Three more changes while the hub is down: the batch in flight must not grow.
+    t.write("inbox/b.jsonl", people(10, 12));
+    runtime.block_on(async {
+        let hub = open_with_secret(&t).await;
+        hub.run("people", "test").await.unwrap();
+    });
 
     receiver.fail_next.store(0, Ordering::SeqCst);
     let mut second = start();
     runtime.block_on(wait_for("every change after the restart", 60, || {
-        receiver.sequences().len() >= 9
+        receiver.sequences().len() >= 12
     }));
     second.kill().unwrap();
     second.wait().unwrap();
-    assert_complete_and_ordered(&receiver, 9);
-    // The batch in flight at the kill is sent again with the same id: a receiver can
-    // de-duplicate on it.
-    assert_eq!(receiver.accepted.lock().unwrap()[0].webhook_id, first_id);
+    assert_complete_and_ordered(&receiver, 12);
+    // The batch in flight at the kill is sent again as it was, with the same id: a
+    // receiver can de-duplicate on it.
+    let accepted = receiver.accepted.lock().unwrap();
+    assert_eq!(accepted[0].webhook_id, first_id);
+    assert_eq!(accepted[0].events.len(), 9);
 }
 
 // ---------------------------------------------------------------- brokers

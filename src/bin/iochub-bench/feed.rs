@@ -3,7 +3,8 @@
 //! 1. Backlog: N reports are ingested (in a child process, so this process's peak RSS is the
 //!    feed's alone), then a subscription starts from position 0 and delivers all N changes
 //!    to a receiver on 127.0.0.1 that verifies every signature. Events per second, peak RSS.
-//! 2. Steady: 100 reports published every 100 ms (1,000 events/s) for `--steady-seconds`;
+//! 2. Steady: `--steady-batch` reports published every `--steady-batch` ms (1,000 events/s)
+//!    for `--steady-seconds`;
 //!    the receiver measures each event's latency from its commit (`time`) to its receipt.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -44,11 +45,7 @@ struct Lite {
     time: String,
 }
 
-async fn receive(
-    State(r): State<Arc<Receiver>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> StatusCode {
+async fn receive(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Bytes) -> StatusCode {
     let now = chrono::Utc::now().timestamp_millis();
     let verified = standardwebhooks::Webhook::new(SECRET)
         .and_then(|w| w.verify(&body, &headers))
@@ -116,7 +113,12 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     if have != Some(args.records) {
         eprintln!("ingesting {} reports in a child process", args.records);
         let status = std::process::Command::new(std::env::current_exe()?)
-            .args(["--records", &args.records.to_string(), "--no-queries", "--out"])
+            .args([
+                "--records",
+                &args.records.to_string(),
+                "--no-queries",
+                "--out",
+            ])
             .arg(&args.out)
             .stdout(std::process::Stdio::null())
             .status()
@@ -151,11 +153,8 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     }
     let hub = Hub::open(config).await.context("opening the bench hub")?;
     // Start from the beginning every time.
-    hub.state.save_feed_position(
-        "bench",
-        "reports",
-        &iochub::state::FeedPosition::default(),
-    )?;
+    hub.state
+        .save_feed_position("bench", "reports", &iochub::state::FeedPosition::default())?;
     let backlog = hub.feed.changelog.last_seq("reports");
     anyhow::ensure!(
         backlog >= args.records as i64,
@@ -183,15 +182,17 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
         .context("the bench publisher")?
         .clone();
     let mut rng = Rng(99);
-    let mut ticker = tokio::time::interval(Duration::from_millis(100));
+    // `steady_batch` events per commit, as many commits a second as make 1,000 events/s.
+    let per_commit = args.steady_batch.max(1);
+    let mut ticker = tokio::time::interval(Duration::from_millis(per_commit as u64));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let ticks = args.steady_seconds * 10;
+    let ticks = args.steady_seconds * 1000 / per_commit;
     let steady_started = Instant::now();
     let mut published = 0usize;
     for tick in 0..ticks {
         ticker.tick().await;
-        let records: Vec<serde_json::Value> = (0..100)
-            .map(|i| report(args.records + tick * 100 + i, &mut rng))
+        let records: Vec<serde_json::Value> = (0..per_commit)
+            .map(|i| report(args.records + tick * per_commit + i, &mut rng))
             .collect();
         let body = serde_json::to_vec(&records)?;
         let result = hub
@@ -227,6 +228,7 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
             "peak_rss_mb": backlog_rss,
         },
         "steady": {
+            "events_per_commit": per_commit,
             "events": published,
             "events_per_second": steady_rate,
             "latency_ms": {

@@ -52,6 +52,9 @@ struct Args {
     /// Length of the feed's steady phase.
     #[arg(long, default_value_t = 30)]
     steady_seconds: usize,
+    /// Events per publish in the steady phase (one commit each, every this-many ms).
+    #[arg(long, default_value_t = 200)]
+    steady_batch: usize,
 }
 
 const SCHEMA: &str = r#"{
@@ -238,7 +241,9 @@ fn write_hub(dir: &Path, jsonl: &Path, keyed: bool) -> anyhow::Result<PathBuf> {
         ),
     )?;
     let config = dir.join("config.toml");
-    let token_hash = hex::encode(iochub::sharing::consumers::hash_token(feed::PUBLISHER_TOKEN));
+    let token_hash = hex::encode(iochub::sharing::consumers::hash_token(
+        feed::PUBLISHER_TOKEN,
+    ));
     std::fs::write(
         &config,
         format!(
