@@ -1,7 +1,7 @@
 //! iochub: the data-integration hub of a local Intelligent Operations Centre.
 //!
 //! See ARCHITECTURE.md for the map. Data flows connector → normalize → storage, and out
-//! through query (SQL over HTTP) and the feed (changes pushed to subscribers).
+//! through query (SQL over HTTP and the PostgreSQL protocol, `pg`) and the feed (changes pushed to subscribers).
 
 pub mod calendar;
 pub mod config;
@@ -12,6 +12,7 @@ pub mod hub;
 pub mod ingest;
 pub mod metrics;
 pub mod normalize;
+pub mod pg;
 pub mod query;
 pub mod schedule;
 pub mod sharing;

@@ -44,11 +44,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the hub: ingest on start, then serve the HTTP API.
+    /// Run the hub: ingest on start, then serve the HTTP API and the PostgreSQL endpoint.
     Serve {
         /// Listen here instead of the config's `http.addr`.
         #[arg(long)]
         http_addr: Option<SocketAddr>,
+        /// The PostgreSQL endpoint listens here instead of the config's `postgres.addr`.
+        #[arg(long)]
+        pg_addr: Option<SocketAddr>,
     },
     /// Load and check the config and every pipeline; report every problem with file and line.
     Check,
@@ -116,12 +119,13 @@ fn init_logging(json: bool) {
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
-    let http_addr = match &cli.command {
-        Command::Serve { http_addr } => *http_addr,
-        _ => None,
+    let (http_addr, pg_addr) = match &cli.command {
+        Command::Serve { http_addr, pg_addr } => (*http_addr, *pg_addr),
+        _ => (None, None),
     };
     let overrides = Overrides {
         http_addr,
+        pg_addr,
         data_dir: cli.data_dir.clone(),
     };
     if let Command::Token {
@@ -270,6 +274,18 @@ async fn serve(config: config::HubConfig) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot listen on {addr}"))?;
     let bound = listener.local_addr()?;
     tracing::info!("listening on http://{bound}");
+    let postgres = if hub.config.file.postgres.enabled {
+        let endpoint = iochub::pg::bind(&hub)
+            .await
+            .context("starting the PostgreSQL endpoint")?;
+        tracing::info!(
+            "PostgreSQL protocol on {} (user = consumer id, password = its token)",
+            endpoint.local_addr()?
+        );
+        Some(tokio::spawn(endpoint.run()))
+    } else {
+        None
+    };
 
     let (stop_scheduler, scheduler_stopped) = tokio::sync::watch::channel(false);
     let scheduler = start_scheduler(&hub, &hub_settings);
@@ -281,6 +297,9 @@ async fn serve(config: config::HubConfig) -> anyhow::Result<ExitCode> {
     let server = axum::serve(listener, iochub::http::router(hub.clone()))
         .with_graceful_shutdown(shutdown_signal());
     server.await?;
+    if let Some(postgres) = postgres {
+        postgres.abort();
+    }
     // The signal arrived and the server stopped accepting requests: no new runs start, and
     // runs in progress get the grace period. An abandoned run commits nothing.
     hub.begin_shutdown();

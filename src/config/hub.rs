@@ -27,6 +27,49 @@ pub struct HubFile {
     /// Push feeds: who receives every change, where, signed with which secret.
     #[serde(default)]
     pub subscriptions: Vec<crate::feed::SubscriptionConfig>,
+    /// The PostgreSQL wire-protocol endpoint.
+    #[serde(default)]
+    pub postgres: PostgresSection,
+}
+
+/// `[postgres]`: where psql and BI tools connect (user = consumer id, password = token).
+#[derive(Debug, Clone, Deserialize)]
+pub struct PostgresSection {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Never 5432 by default: a real PostgreSQL may hold it.
+    #[serde(default = "default_pg_addr")]
+    pub addr: SocketAddr,
+    /// PEM certificate chain and PKCS#8 key, relative to the config file.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// Refuse a client that did not start TLS before sending its password.
+    #[serde(default)]
+    pub require_tls: bool,
+    #[serde(default = "default_pg_connections")]
+    pub max_connections: usize,
+}
+
+fn default_pg_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 5433))
+}
+fn default_pg_connections() -> usize {
+    64
+}
+
+impl Default for PostgresSection {
+    fn default() -> Self {
+        PostgresSection {
+            enabled: true,
+            addr: default_pg_addr(),
+            tls_cert: None,
+            tls_key: None,
+            require_tls: false,
+            max_connections: default_pg_connections(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -19,7 +19,7 @@ use iochub_connectors::{BuildContext, SourceConfig};
 pub use diagnostics::{ConfigErrors, Problem};
 pub use hub::{
     AuditSection, AuthSection, HttpSection, HubFile, HubSection, OrgLevel, Organisation,
-    QuerySection, SharingSection, Unit,
+    PostgresSection, QuerySection, SharingSection, Unit,
 };
 pub use pipeline::{Check, Coercions, CursorConfig, DateFormat, RunRetry, Sharing, parse_duration};
 
@@ -36,10 +36,16 @@ const RESERVED_NAMES: &[&str] = &[
     "pg_catalog",
 ];
 
+/// A path from the config file (relative to its folder unless absolute).
+pub fn resolve_path(config_file: &Path, path: &Path) -> PathBuf {
+    resolve(config_file, path)
+}
+
 /// Command-line settings that win over the config file.
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
     pub http_addr: Option<SocketAddr>,
+    pub pg_addr: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
 }
 
@@ -127,6 +133,9 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<HubConfig, ConfigError
     };
     if let Some(addr) = overrides.http_addr {
         file.http.addr = addr;
+    }
+    if let Some(addr) = overrides.pg_addr {
+        file.postgres.addr = addr;
     }
     let data_dir = match &overrides.data_dir {
         Some(d) => d.clone(),
@@ -232,6 +241,28 @@ fn check_hub(source: &TomlSource<'_>, file: &HubFile, problems: &mut Vec<Problem
             format!(
                 "fallback_unit {:?} is not the id of any [[organisation.units]]",
                 file.organisation.fallback_unit
+            ),
+        ));
+    }
+    let pg = &file.postgres;
+    if pg.tls_cert.is_some() != pg.tls_key.is_some() {
+        problems.push(source.problem(
+            Some("postgres"),
+            "set both postgres.tls_cert and postgres.tls_key, or neither",
+        ));
+    }
+    if pg.require_tls && pg.tls_cert.is_none() {
+        problems.push(source.problem(
+            Some("postgres.require_tls"),
+            "require_tls needs postgres.tls_cert and postgres.tls_key",
+        ));
+    }
+    if pg.enabled && !pg.addr.ip().is_loopback() && !pg.require_tls {
+        problems.push(source.problem(
+            Some("postgres.addr"),
+            format!(
+                "{} is reachable from other machines: passwords (tokens) would cross the network in clear; set tls_cert, tls_key and require_tls = true",
+                pg.addr
             ),
         ));
     }

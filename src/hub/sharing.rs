@@ -148,6 +148,17 @@ impl Hub {
 
     /// Runs SQL as `consumer`, within its catalog; every query is audited.
     pub async fn sql_as(&self, consumer: &Consumer, sql: &str) -> Result<QueryResult, HubError> {
+        self.sql_as_with(consumer, sql, &|_| Ok(()), "http").await
+    }
+
+    /// `sql_as` in a session extended by `extend`, audited with the `channel` it came by.
+    pub async fn sql_as_with(
+        &self,
+        consumer: &Consumer,
+        sql: &str,
+        extend: &crate::query::CatalogExtension,
+        channel: &str,
+    ) -> Result<QueryResult, HubError> {
         let started = Instant::now();
         let visibility = self.visibility_of(consumer)?;
         let audit = if visibility.audit {
@@ -155,7 +166,10 @@ impl Hub {
         } else {
             None
         };
-        let outcome = self.engine.query(&visibility, sql, audit).await;
+        let outcome = self
+            .engine
+            .query_with(&visibility, sql, audit, extend)
+            .await;
         let (result, detail) = match &outcome {
             Ok(r) => (
                 "ok",
@@ -165,8 +179,31 @@ impl Hub {
         };
         let mut detail = detail;
         detail["duration_ms"] = json!(started.elapsed().as_millis() as u64);
+        detail["channel"] = json!(channel);
         self.audit(Some(&consumer.id), "query", None, detail, result);
         Ok(outcome?)
+    }
+
+    /// The session a consumer's prepared statements are planned and run in (see
+    /// `QueryEngine::session`).
+    pub async fn session_for(
+        &self,
+        consumer: &Consumer,
+        extend: &crate::query::CatalogExtension,
+    ) -> Result<
+        (
+            datafusion::prelude::SessionContext,
+            crate::sharing::catalog::PlanGuard,
+        ),
+        HubError,
+    > {
+        let visibility = self.visibility_of(consumer)?;
+        let audit = if visibility.audit {
+            self.audit_provider()
+        } else {
+            None
+        };
+        Ok(self.engine.session(&visibility, audit, extend).await?)
     }
 
     /// SQL as the local operator (the command line), who holds the data files anyway.

@@ -161,7 +161,19 @@ impl QueryEngine {
         sql: &str,
         audit: Option<Arc<dyn TableProvider>>,
     ) -> Result<QueryResult, QueryError> {
-        let limits = self.limits.clone();
+        self.query_with(visibility, sql, audit, &|_| Ok(())).await
+    }
+
+    /// The context a query of `visibility` runs in (its own memory pool, only its views),
+    /// extended by `extend` (the PostgreSQL endpoint adds `pg_catalog` there: built from
+    /// this catalog, it lists only what the consumer may see), and the guard its plans
+    /// must pass.
+    pub async fn session(
+        &self,
+        visibility: &Visibility,
+        audit: Option<Arc<dyn TableProvider>>,
+        extend: &CatalogExtension,
+    ) -> Result<(SessionContext, PlanGuard), QueryError> {
         let base = self.per_query_base()?;
         let (datasets, quarantine) = self.snapshot()?;
         let sources = Sources {
@@ -172,6 +184,20 @@ impl QueryEngine {
         let (ctx, guard) = catalog::consumer_context(&base, &sources, visibility)
             .await
             .map_err(|e| QueryError::Share(e.to_string()))?;
+        extend(&ctx).map_err(QueryError::Internal)?;
+        Ok((ctx, guard))
+    }
+
+    /// `query`, in a session extended by `extend`.
+    pub async fn query_with(
+        &self,
+        visibility: &Visibility,
+        sql: &str,
+        audit: Option<Arc<dyn TableProvider>>,
+        extend: &CatalogExtension,
+    ) -> Result<QueryResult, QueryError> {
+        let limits = self.limits.clone();
+        let (ctx, guard) = self.session(visibility, audit, extend).await?;
         let sql = sql.to_string();
         let max_rows = limits.max_rows;
         let task = tokio::spawn(async move { run(ctx, guard, &sql, max_rows).await });
@@ -192,6 +218,9 @@ impl QueryEngine {
         }
     }
 }
+
+/// Registers more (read-only, consumer-scoped) tables or functions in a query's context.
+pub type CatalogExtension = dyn Fn(&SessionContext) -> Result<(), String> + Send + Sync;
 
 fn poisoned<T>(_: T) -> QueryError {
     QueryError::Internal("table registry lock poisoned".into())

@@ -137,6 +137,7 @@ pub(crate) fn feed_dataset_plan(
 pub(crate) fn feed_share_plan(
     grant: &Grant,
     changes: &Arc<dyn TableProvider>,
+    key: &[String],
     keep: &[&str],
     owner: &SessionContext,
 ) -> Result<LogicalPlan, CatalogError> {
@@ -150,6 +151,13 @@ pub(crate) fn feed_share_plan(
                 .into(),
         ));
     };
+    if let Some(columns) = &grant.columns
+        && let Some(missing) = key.iter().find(|k| !columns.contains(k))
+    {
+        return Err(fail(format!(
+            "the share leaves out the key column {missing:?}, so its feed could not say which record changed or was deleted"
+        )));
+    }
     let relation = TableReference::partial(BASE, dataset.as_str());
     let mut builder = base_scan(dataset, changes).map_err(|e| fail(e.strip_backtrace()))?;
     if let Some(filter) = &grant.row_filter {
@@ -272,6 +280,45 @@ async fn share_view(
     Ok(plan)
 }
 
+/// A view that calls itself a table. To its consumer a dataset *is* a table (it cannot see
+/// what the view is built on), and clients list tables: psql's `\dt`, DBeaver, Metabase,
+/// `information_schema.tables`. Planning still inlines the view's plan (`get_logical_plan`),
+/// which the `PlanGuard` relies on.
+#[derive(Debug)]
+struct ConsumerTable(ViewTable);
+
+#[async_trait::async_trait]
+impl TableProvider for ConsumerTable {
+    fn schema(&self) -> arrow::datatypes::SchemaRef {
+        self.0.schema()
+    }
+
+    fn table_type(&self) -> datafusion::datasource::TableType {
+        datafusion::datasource::TableType::Base
+    }
+
+    fn get_logical_plan(&self) -> Option<std::borrow::Cow<'_, LogicalPlan>> {
+        self.0.get_logical_plan()
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> datafusion::error::Result<Vec<datafusion::logical_expr::TableProviderFilterPushDown>> {
+        self.0.supports_filters_pushdown(filters)
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn datafusion::catalog::Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+        self.0.scan(state, projection, filters, limit).await
+    }
+}
+
 pub fn read_only() -> SQLOptions {
     SQLOptions::new()
         .with_allow_ddl(false)
@@ -332,8 +379,9 @@ pub async fn consumer_context(
 ) -> Result<(SessionContext, PlanGuard), CatalogError> {
     let (ctx, public, share) = empty_context(base)?;
     let mut views = Vec::new();
-    let as_view =
-        |plan: &LogicalPlan| Arc::new(ViewTable::new(plan.clone(), None)) as Arc<dyn TableProvider>;
+    let as_view = |plan: &LogicalPlan| {
+        Arc::new(ConsumerTable(ViewTable::new(plan.clone(), None))) as Arc<dyn TableProvider>
+    };
     for view in &visibility.datasets {
         if let Some(provider) = sources.datasets.get(&view.dataset) {
             let plan = dataset_view(view, provider).map_err(internal)?;

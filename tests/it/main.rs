@@ -6,6 +6,7 @@ mod feed;
 mod file_pipelines;
 mod http_api;
 mod http_source;
+mod postgres;
 mod run_state;
 mod samples;
 mod scheduling;
