@@ -56,6 +56,15 @@ impl CatalogProviderList for CurrentCatalogs {
     }
 }
 
+fn default_catalog(ctx: &SessionContext) -> String {
+    ctx.state()
+        .config()
+        .options()
+        .catalog
+        .default_catalog
+        .clone()
+}
+
 struct ConsumerCatalog {
     current: Arc<CurrentCatalogs>,
     pg_catalog: Arc<dyn SchemaProvider>,
@@ -68,18 +77,17 @@ pub struct PgCatalogs {
 }
 
 impl PgCatalogs {
-    /// Adds `pg_catalog` and its functions to a consumer's query context.
+    /// Installs PostgreSQL's functions (`current_database`, `pg_get_expr`,
+    /// `has_table_privilege`...) and type names (`regclass`...) in the base context that
+    /// every query context is made from: once, instead of in each query's.
+    pub fn install_functions(base: &SessionContext) -> Result<(), String> {
+        setup_pg_catalog(base, &default_catalog(base), EmptyContextProvider)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Adds the consumer's `pg_catalog` to its query context.
     pub fn extend(&self, consumer: &str, ctx: &SessionContext) -> Result<(), String> {
-        let catalog_name = ctx
-            .state()
-            .config()
-            .options()
-            .catalog
-            .default_catalog
-            .clone();
-        // The functions, the type planner and a first pg_catalog ...
-        setup_pg_catalog(ctx, &catalog_name, EmptyContextProvider).map_err(|e| e.to_string())?;
-        // ... whose schema is then replaced by the consumer's lasting one.
+        let catalog_name = default_catalog(ctx);
         let entry = self.entry(consumer)?;
         entry.current.set(ctx.state().catalog_list().clone());
         let catalog = ctx

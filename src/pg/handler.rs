@@ -57,11 +57,12 @@ pub struct Handlers {
 }
 
 impl Handlers {
-    pub fn new(hub: Arc<Hub>, require_tls: bool) -> Self {
-        Handlers {
+    pub fn new(hub: Arc<Hub>, require_tls: bool) -> Result<Self, String> {
+        PgCatalogs::install_functions(hub.engine.context())?;
+        Ok(Handlers {
             startup: Arc::new(TokenAuth::new(hub.clone(), require_tls)),
             queries: Arc::new(Queries::new(hub)),
-        }
+        })
     }
 }
 
@@ -146,6 +147,20 @@ fn consumer_of(hub: &Hub, client: &(impl ClientInfo + ?Sized)) -> PgWireResult<C
         .ok_or_else(|| error("28000", "not logged in"))
 }
 
+/// The consumer's request allowance (`[auth]`), shared with its HTTP requests.
+fn rate_check(hub: &Hub, consumer: &Consumer) -> PgWireResult<()> {
+    hub.rate_check(&consumer.id).map_err(|wait| {
+        error(
+            "53400",
+            format!(
+                "too many requests from {}; try again in {} s",
+                consumer.id,
+                wait.as_secs_f64().ceil().max(1.0)
+            ),
+        )
+    })
+}
+
 fn is_query(statement: &Statement) -> bool {
     matches!(statement, Statement::Query(_))
 }
@@ -181,6 +196,7 @@ impl SimpleQueryHandler for Queries {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let consumer = consumer_of(&self.hub, client)?;
+        rate_check(&self.hub, &consumer)?;
         let statements = PostgresCompatibilityParser::new()
             .parse(query)
             .map_err(|e| error("42601", e.to_string()))?;
@@ -258,6 +274,7 @@ async fn service_for(
     client: &(impl ClientInfo + ?Sized),
 ) -> PgWireResult<DfSessionService> {
     let consumer = consumer_of(hub, client)?;
+    rate_check(hub, &consumer)?;
     let extend = {
         let catalogs = catalogs.clone();
         let consumer_id = consumer.id.clone();

@@ -31,6 +31,8 @@ use crate::hub::Hub;
 pub enum PgError {
     #[error("TLS: {0}")]
     Tls(String),
+    #[error("setting up pg_catalog: {0}")]
+    Setup(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: std::net::SocketAddr,
@@ -86,17 +88,21 @@ pub async fn bind(hub: &Arc<Hub>) -> Result<Endpoint, PgError> {
             addr: settings.addr,
             source,
         })?;
+    let handlers =
+        handler::Handlers::new(hub.clone(), settings.require_tls).map_err(PgError::Setup)?;
     Ok(Endpoint {
-        hub: hub.clone(),
         listener,
         tls,
+        handlers: Arc::new(handlers),
+        max_connections: settings.max_connections,
     })
 }
 
 pub struct Endpoint {
-    hub: Arc<Hub>,
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
+    handlers: Arc<handler::Handlers>,
+    max_connections: usize,
 }
 
 impl Endpoint {
@@ -106,12 +112,7 @@ impl Endpoint {
 
     /// Accepts connections until the task is dropped.
     pub async fn run(self) {
-        let settings = &self.hub.config.file.postgres;
-        let limit = Arc::new(Semaphore::new(settings.max_connections.max(1)));
-        let handlers = Arc::new(handler::Handlers::new(
-            self.hub.clone(),
-            settings.require_tls,
-        ));
+        let limit = Arc::new(Semaphore::new(self.max_connections.max(1)));
         loop {
             let (socket, peer) = match self.listener.accept().await {
                 Ok(accepted) => accepted,
@@ -125,7 +126,7 @@ impl Endpoint {
                 tracing::warn!(%peer, "postgres: too many connections; refused");
                 continue;
             };
-            let handlers = handlers.clone();
+            let handlers = self.handlers.clone();
             let tls = self.tls.clone();
             tokio::spawn(async move {
                 let _permit = permit;

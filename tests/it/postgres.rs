@@ -353,11 +353,21 @@ with psycopg.connect(dsn, autocommit=True) as conn:
 with psycopg.connect(dsn) as conn:
     # Not autocommit: psycopg wraps statements in BEGIN ... COMMIT, as BI tools do.
     out["in_transaction"] = conn.execute("SELECT count(*) FROM visits").fetchone()[0]
+
+# asyncpg: prepared statements with binary results only.
+import asyncio, asyncpg
+async def with_asyncpg():
+    conn = await asyncpg.connect(host="127.0.0.1", port=int(os.environ["PGPORT"]), user="agency",
+                                 password=os.environ["TOKEN"], database="iochub", ssl=False)
+    row = await conn.fetchrow("SELECT n, score, active, born, seen, name, phone FROM people WHERE n = $1", 2)
+    await conn.close()
+    return [row[0], row[1], row[2], row[3].isoformat(), row[4].isoformat(), row[5], row[6]]
+out["asyncpg"] = asyncio.run(with_asyncpg())
 print(json.dumps(out, default=str))
 "#;
 
 #[tokio::test]
-async fn psycopg_prepared_statements_types_and_errors() {
+async fn psycopg_and_asyncpg_prepared_statements_types_and_errors() {
     let python = python_with_psycopg();
     let (t, hub) = hub_with_data("").await;
     let addr = start(&hub).await;
@@ -409,5 +419,17 @@ async fn psycopg_prepared_statements_types_and_errors() {
     assert_eq!(got["copy"], "25006");
     assert_eq!(got["after_errors"], 3);
     assert_eq!(got["in_transaction"], 2);
+    assert_eq!(
+        got["asyncpg"],
+        json!([
+            2,
+            2.5,
+            false,
+            "1992-04-30",
+            "2025-09-02T01:30:00+00:00",
+            "Nguyễn Văn 2",
+            "091****602"
+        ])
+    );
     assert!(!Path::new("/tmp/iochub-psycopg-copy.csv").exists());
 }
