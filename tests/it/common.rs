@@ -60,6 +60,18 @@ impl TestHub {
         .unwrap();
     }
 
+    /// Adds settings to the `[postgres]` section.
+    pub fn set_postgres(&self, extra: &str) {
+        let text = std::fs::read_to_string(self.config_path()).unwrap();
+        let section = "[postgres]\naddr = \"127.0.0.1:0\"\n";
+        assert!(text.contains(section));
+        std::fs::write(
+            self.config_path(),
+            text.replace(section, &format!("{section}{extra}\n")),
+        )
+        .unwrap();
+    }
+
     /// Appends sections to `config.toml` (e.g. `[auth]`).
     pub fn append_config(&self, extra: &str) {
         let mut text = std::fs::read_to_string(self.config_path()).unwrap();
@@ -148,6 +160,10 @@ addr = "127.0.0.1:1"
 
 [query]
 {extra_query}
+
+# Any free port: tests run side by side, and 5433 may be taken.
+[postgres]
+addr = "127.0.0.1:0"
 
 [organisation]
 name = "UBND huyện Thử"

@@ -67,9 +67,7 @@ async fn hub_with_data(extra_config: &str) -> (TestHub, Arc<Hub>) {
         "{\"id\":\"p1\",\"n\":10,\"name\":\"Xã Tân Lập\"}\n{\"id\":\"p2\",\"n\":20,\"name\":\"Xã Đồng Tâm\"}\n",
     );
     t.write("in_secrets/a.jsonl", "{\"id\":\"s1\",\"n\":1}\n");
-    t.append_config(&format!(
-        "\n[postgres]\naddr = \"127.0.0.1:0\"\n{extra_config}\n"
-    ));
+    t.set_postgres(extra_config);
     let hub = t.open().await;
     for name in ["people", "visits", "secrets"] {
         let report = hub.run(name, "test").await.unwrap();

@@ -168,6 +168,7 @@ fn serve_on_the_default_config_ingests_and_answers_sql() {
         .args(["serve", "--data-dir"])
         .arg(data.path())
         .args(["--http-addr", &format!("127.0.0.1:{port}")])
+        .args(["--pg-addr", "127.0.0.1:0"])
         .env("IOCHUB_TOKEN_IOC_ADMIN", crate::common::ADMIN)
         .env("RUST_LOG", "error")
         .stdout(Stdio::null())
