@@ -117,7 +117,6 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<HubConfig, ConfigError
     let Some(mut file) = source.deserialize::<HubFile>(&mut problems) else {
         return Err(ConfigErrors(problems));
     };
-    check_hub(&source, &file, &mut problems);
     let time_zone = match file.hub.time_zone.parse::<chrono_tz::Tz>() {
         Ok(tz) => tz,
         Err(_) => {
@@ -137,6 +136,9 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<HubConfig, ConfigError
     if let Some(addr) = overrides.pg_addr {
         file.postgres.addr = addr;
     }
+    // Checked after the command-line overrides: `--pg-addr 0.0.0.0:5433` must meet the same
+    // TLS rule as the file.
+    check_hub(&source, &file, &mut problems);
     let data_dir = match &overrides.data_dir {
         Some(d) => d.clone(),
         None => resolve(path, &file.hub.data_dir),

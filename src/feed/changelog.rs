@@ -203,76 +203,35 @@ impl Changelog {
             let mut rows = 0usize;
             match commit {
                 DataCommit::Run(run_id) => {
-                    let mut at_version = data.clone();
-                    if at_version.version() != Some(version) {
-                        at_version
-                            .load_version(version)
+                    // The run's rows as that version holds them.
+                    let filter = col("_run_id").eq(lit(run_id.as_str()));
+                    let change = Change {
+                        op: OP_UPSERTED,
+                        changed_at,
+                    };
+                    let written =
+                        append_changes(&mut writer, log, data, version, filter, change, last)
                             .await
                             .map_err(|e| other(dataset, e))?;
-                    }
-                    let provider = at_version
-                        .table_provider()
-                        .await
-                        .map_err(|e| other(dataset, e))?;
-                    let ctx = SessionContext::new();
-                    let mut stream = ctx
-                        .read_table(provider)
-                        .and_then(|df| df.filter(col("_run_id").eq(lit(run_id.as_str()))))
-                        .map_err(|e| other(dataset, e))?
-                        .execute_stream()
-                        .await
-                        .map_err(|e| other(dataset, e))?;
-                    while let Some(batch) = stream.next().await {
-                        let batch = batch.map_err(|e| other(dataset, e))?;
-                        if batch.num_rows() == 0 {
-                            continue;
-                        }
-                        let numbered = numbered(&log.schema, &batch, last, OP_UPSERTED, changed_at)
-                            .map_err(|e| other(dataset, e))?;
-                        last += batch.num_rows() as i64;
-                        rows += batch.num_rows();
-                        writer
-                            .write(numbered)
-                            .await
-                            .map_err(|e| other(dataset, e))?;
-                    }
+                    last += written as i64;
+                    rows += written;
                 }
                 DataCommit::Deleted(keys) if !keys.is_empty() && version > 0 => {
                     // The rows as they were just before the delete: a share's row filter can
                     // then be applied to a delete too, and a key that was not there is no
                     // change at all.
-                    let mut before = data.clone();
-                    before
-                        .load_version(version - 1)
-                        .await
+                    let filter = key_predicate(&data_schema(&log.schema), &log.key, &keys)
                         .map_err(|e| other(dataset, e))?;
-                    let predicate = key_predicate(&data_schema(&log.schema), &log.key, &keys)
-                        .map_err(|e| other(dataset, e))?;
-                    let provider = before
-                        .table_provider()
-                        .await
-                        .map_err(|e| other(dataset, e))?;
-                    let mut stream = SessionContext::new()
-                        .read_table(provider)
-                        .and_then(|df| df.filter(predicate))
-                        .map_err(|e| other(dataset, e))?
-                        .execute_stream()
-                        .await
-                        .map_err(|e| other(dataset, e))?;
-                    while let Some(batch) = stream.next().await {
-                        let batch = batch.map_err(|e| other(dataset, e))?;
-                        if batch.num_rows() == 0 {
-                            continue;
-                        }
-                        let numbered = numbered(&log.schema, &batch, last, OP_DELETED, changed_at)
-                            .map_err(|e| other(dataset, e))?;
-                        last += batch.num_rows() as i64;
-                        rows += batch.num_rows();
-                        writer
-                            .write(numbered)
+                    let change = Change {
+                        op: OP_DELETED,
+                        changed_at,
+                    };
+                    let written =
+                        append_changes(&mut writer, log, data, version - 1, filter, change, last)
                             .await
                             .map_err(|e| other(dataset, e))?;
-                    }
+                    last += written as i64;
+                    rows += written;
                 }
                 DataCommit::Deleted(_) => {}
             }
@@ -314,6 +273,62 @@ impl Changelog {
         let values = column.as_any().downcast_ref::<Int64Array>()?;
         Some(values.value(0))
     }
+}
+
+/// What kind of change rows are, and when it was committed (µs since the epoch).
+#[derive(Clone, Copy)]
+struct Change {
+    op: &'static str,
+    changed_at: i64,
+}
+
+/// Streams the rows of `data` at `version` that match `filter` into `writer`, numbered
+/// from `after + 1`; returns how many.
+async fn append_changes(
+    writer: &mut RecordBatchWriter,
+    log: &DatasetLog,
+    data: &DeltaTable,
+    version: u64,
+    filter: datafusion::logical_expr::Expr,
+    change: Change,
+    after: i64,
+) -> Result<usize, String> {
+    let mut at_version = data.clone();
+    if at_version.version() != Some(version) {
+        at_version
+            .load_version(version)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let provider = at_version
+        .table_provider()
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut stream = SessionContext::new()
+        .read_table(provider)
+        .and_then(|df| df.filter(filter))
+        .map_err(|e| e.to_string())?
+        .execute_stream()
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut written = 0usize;
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(|e| e.to_string())?;
+        if batch.num_rows() == 0 {
+            continue;
+        }
+        let numbered = numbered(
+            &log.schema,
+            &batch,
+            after + written as i64,
+            change.op,
+            change.changed_at,
+        )
+        .map_err(|e| e.to_string())?;
+        written += batch.num_rows();
+        writer.write(numbered).await.map_err(|e| e.to_string())?;
+    }
+    Ok(written)
 }
 
 fn writer_properties() -> WriterProperties {

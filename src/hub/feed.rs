@@ -56,6 +56,26 @@ pub struct TargetStatus {
     pub runtime: TargetRuntime,
 }
 
+/// The consumer's share `name` and its dataset; an SQL share has no feed.
+fn dataset_share<'v>(
+    visibility: &'v crate::sharing::Visibility,
+    target: &str,
+    name: &str,
+) -> Result<(&'v crate::sharing::Grant, String), HubError> {
+    let grant = visibility
+        .shares
+        .iter()
+        .find(|g| g.name == name)
+        .ok_or_else(|| HubError::NotFound(format!("no dataset or share named {target:?}")))?;
+    let dataset = grant.dataset.clone().ok_or_else(|| HubError::BadRequest {
+        field: "dataset".into(),
+        message: format!(
+            "share.{name} is an SQL share, not the changes of one dataset: it has no feed"
+        ),
+    })?;
+    Ok((grant, dataset))
+}
+
 fn catalog_error(e: CatalogError) -> HubError {
     HubError::Query(QueryError::Share(e.to_string()))
 }
@@ -72,19 +92,7 @@ impl Hub {
         let consumer = self.config.consumers.get(consumer).ok_or_else(not_found)?;
         let visibility = self.visibility_of(consumer)?;
         match target.strip_prefix("share.") {
-            Some(name) => {
-                let grant = visibility
-                    .shares
-                    .iter()
-                    .find(|g| g.name == name)
-                    .ok_or_else(not_found)?;
-                grant.dataset.clone().ok_or_else(|| HubError::BadRequest {
-                    field: "dataset".into(),
-                    message: format!(
-                        "share.{name} is an SQL share, not the changes of one dataset: it has no feed"
-                    ),
-                })
-            }
+            Some(name) => dataset_share(&visibility, target, name).map(|(_, d)| d),
             None => visibility
                 .dataset(target)
                 .map(|v| v.dataset.clone())
@@ -141,11 +149,7 @@ impl Hub {
         let changes = changelog.provider(&dataset)?;
         let plan = match target.strip_prefix("share.") {
             Some(name) => {
-                let grant = visibility
-                    .shares
-                    .iter()
-                    .find(|g| g.name == name)
-                    .ok_or_else(not_found)?;
+                let (grant, _) = dataset_share(&visibility, target, name)?;
                 feed_share_plan(
                     grant,
                     &changes,
@@ -253,17 +257,7 @@ impl Hub {
         name: &str,
         keys: Vec<serde_json::Map<String, Value>>,
     ) -> Result<usize, HubError> {
-        let visibility = self.visibility_of(consumer)?;
-        let pipeline = match self.pipeline(name) {
-            Ok(p) if visibility.dataset(name).is_some() => p.clone(),
-            _ => return Err(HubError::NotFound(format!("no dataset named {name:?}"))),
-        };
-        if !pipeline.publishers.contains(&consumer.id) {
-            return Err(HubError::Forbidden(format!(
-                "{} is not a publisher of {name:?}",
-                consumer.id
-            )));
-        }
+        let pipeline = self.published_by(consumer, name)?;
         if pipeline.key.is_empty() {
             return Err(HubError::BadRequest {
                 field: "key".into(),

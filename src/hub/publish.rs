@@ -127,13 +127,13 @@ fn parse_body(content_type: &str, body: &[u8]) -> Result<Vec<RawRecord>, HubErro
 }
 
 impl Hub {
-    pub async fn publish(
+    /// The pipeline of dataset `name` if `consumer` publishes it; a dataset it may not see
+    /// answers like one that does not exist.
+    pub(crate) fn published_by(
         &self,
         consumer: &Consumer,
         name: &str,
-        content_type: &str,
-        body: &[u8],
-    ) -> Result<PublishReport, HubError> {
+    ) -> Result<Arc<crate::config::Pipeline>, HubError> {
         let visibility = self.visibility_of(consumer)?;
         let pipeline = match self.pipeline(name) {
             Ok(p) if visibility.dataset(name).is_some() => p.clone(),
@@ -145,6 +145,17 @@ impl Hub {
                 consumer.id
             )));
         }
+        Ok(pipeline)
+    }
+
+    pub async fn publish(
+        &self,
+        consumer: &Consumer,
+        name: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<PublishReport, HubError> {
+        let pipeline = self.published_by(consumer, name)?;
         let records = parse_body(content_type, body)?;
         let publish_id = format!("publish-{}", uuid::Uuid::new_v4());
         let batch = RawBatch {

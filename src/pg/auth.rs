@@ -25,6 +25,9 @@ use crate::hub::Hub;
 /// it there when it runs a prepared statement).
 pub const METADATA_STATEMENT_TIMEOUT: &str = "statement_timeout_ms";
 
+/// The consumer a connection logged in as; set only when its token was accepted.
+pub struct LoggedIn(pub String);
+
 pub struct TokenAuth {
     hub: Arc<Hub>,
     require_tls: bool,
@@ -69,6 +72,8 @@ impl StartupHandler for TokenAuth {
             PgWireFrontendMessage::Startup(ref startup) => {
                 protocol_negotiation(client, startup).await?;
                 save_startup_parameters_to_metadata(client, startup);
+                // A client does not set the hub's own session settings.
+                client.metadata_mut().remove(METADATA_STATEMENT_TIMEOUT);
                 if self.require_tls && !client.is_secure() {
                     return Err(fatal(
                         "28000",
@@ -93,7 +98,7 @@ impl StartupHandler for TokenAuth {
                 let Some(consumer) = consumer else {
                     self.hub.audit(
                         None,
-                        "auth.failed",
+                        "auth_failed",
                         None,
                         json!({"channel": "postgres", "user": user, "peer": client.socket_addr().ip().to_string()}),
                         "denied",
@@ -108,10 +113,11 @@ impl StartupHandler for TokenAuth {
                 client
                     .metadata_mut()
                     .insert(METADATA_STATEMENT_TIMEOUT.into(), timeout_ms.to_string());
-                client.metadata_mut().insert(
-                    super::handler::METADATA_CONSUMER.into(),
-                    consumer.id.clone(),
-                );
+                // In the session's extensions, which no startup parameter can reach (they
+                // all land in the metadata).
+                client
+                    .session_extensions()
+                    .insert(LoggedIn(consumer.id.clone()));
                 finish_authentication(client, &self.parameters).await?;
             }
             _ => {}

@@ -39,15 +39,12 @@ use pgwire::messages::response::NoticeResponse;
 use pgwire::types::format::FormatOptions;
 use serde_json::json;
 
-use super::auth::{METADATA_STATEMENT_TIMEOUT, TokenAuth};
+use super::auth::{LoggedIn, METADATA_STATEMENT_TIMEOUT, TokenAuth};
 use super::catalog::PgCatalogs;
 use crate::hub::{Hub, HubError};
 use crate::query::QueryError;
 use crate::sharing::Consumer;
 use crate::sharing::catalog::{PlanGuard, read_only};
-
-/// The consumer a connection logged in as, in the connection's metadata.
-pub const METADATA_CONSUMER: &str = "iochub_consumer";
 
 type DfStatement = (String, Option<(Statement, LogicalPlan)>);
 
@@ -140,11 +137,22 @@ fn pg_error(e: HubError) -> PgWireError {
 
 fn consumer_of(hub: &Hub, client: &(impl ClientInfo + ?Sized)) -> PgWireResult<Consumer> {
     client
-        .metadata()
-        .get(METADATA_CONSUMER)
-        .and_then(|id| hub.config.consumers.get(id))
+        .session_extensions()
+        .get::<LoggedIn>()
+        .and_then(|logged_in| hub.config.consumers.get(&logged_in.0))
         .cloned()
         .ok_or_else(|| error("28000", "not logged in"))
+}
+
+/// A statement refused before it ran, audited like a refused SQL request over HTTP.
+fn audit_refusal(hub: &Hub, consumer: &Consumer, sql: &str) {
+    hub.audit(
+        Some(&consumer.id),
+        "query",
+        None,
+        json!({"sql": sql, "channel": "postgres", "error": READ_ONLY}),
+        "error",
+    );
 }
 
 /// The consumer's request allowance (`[auth]`), shared with its HTTP requests.
@@ -164,6 +172,10 @@ fn rate_check(hub: &Hub, consumer: &Consumer) -> PgWireResult<()> {
 fn is_query(statement: &Statement) -> bool {
     matches!(statement, Statement::Query(_))
 }
+
+/// A query string of more statements than this is refused (each runs and is kept in
+/// memory until all are done).
+const MAX_STATEMENTS: usize = 20;
 
 const READ_ONLY: &str = "this endpoint is read-only: only queries (SELECT, WITH, VALUES) and SET, SHOW, BEGIN, COMMIT are accepted";
 
@@ -196,12 +208,17 @@ impl SimpleQueryHandler for Queries {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let consumer = consumer_of(&self.hub, client)?;
-        rate_check(&self.hub, &consumer)?;
         let statements = PostgresCompatibilityParser::new()
             .parse(query)
             .map_err(|e| error("42601", e.to_string()))?;
         if statements.is_empty() {
             return Ok(vec![Response::EmptyQuery]);
+        }
+        if statements.len() > MAX_STATEMENTS {
+            return Err(error(
+                "54000",
+                format!("at most {MAX_STATEMENTS} statements in one query string"),
+            ));
         }
         let mut responses = Vec::new();
         'statements: for statement in statements {
@@ -215,10 +232,13 @@ impl SimpleQueryHandler for Queries {
                     continue 'statements;
                 }
             }
+            // Each statement is one request of the consumer's allowance, as over HTTP.
+            rate_check(&self.hub, &consumer)?;
+            let sql = statement.to_string();
             if !is_query(&statement) {
+                audit_refusal(&self.hub, &consumer, &sql);
                 return Err(error("25006", READ_ONLY));
             }
-            let sql = statement.to_string();
             let catalogs = self.catalogs.clone();
             let consumer_id = consumer.id.clone();
             let extend = move |ctx: &SessionContext| catalogs.extend(&consumer_id, ctx);
@@ -352,8 +372,55 @@ impl ExtendedQueryHandler for Queries {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let service = service_for(&self.hub, &self.catalogs, client).await?;
-        ExtendedQueryHandler::do_query(&service, client, portal, max_rows).await
+        let deadline = tokio::time::Instant::now()
+            + std::time::Duration::from_secs(self.hub.engine.limits().timeout_seconds);
+        let response = ExtendedQueryHandler::do_query(&service, client, portal, max_rows)
+            .await
+            .map_err(sanitized)?;
+        Ok(match response {
+            // The rows are computed while they are sent: the deadline must cover the stream,
+            // not only the planning before it.
+            Response::Query(mut query) => {
+                let rows =
+                    std::mem::replace(&mut query.data_rows, Box::pin(futures::stream::empty()));
+                query.data_rows = Box::pin(within(rows, deadline));
+                Response::Query(query)
+            }
+            other => other,
+        })
     }
+}
+
+/// An error while computing, told by its kind only: a message with a value in it could
+/// show data outside the consumer's view (as over HTTP, see `query::execution_kind`).
+fn sanitized(e: PgWireError) -> PgWireError {
+    match e {
+        PgWireError::ApiError(_) => error("22000", "the query failed while reading data"),
+        other => other,
+    }
+}
+
+/// The rows of `rows` until `deadline`; then a `57014` error, and the stream (and the
+/// computation behind it) is dropped.
+fn within(
+    rows: pgwire::api::results::SendableRowStream,
+    deadline: tokio::time::Instant,
+) -> impl futures::Stream<Item = PgWireResult<DataRow>> + Send {
+    use futures::StreamExt;
+    futures::stream::unfold(Some(rows), move |rows| async move {
+        let mut rows = rows?;
+        match tokio::time::timeout_at(deadline, rows.next()).await {
+            Ok(Some(row)) => Some((row.map_err(sanitized), Some(rows))),
+            Ok(None) => None,
+            Err(_) => Some((
+                Err(error(
+                    "57014",
+                    "canceling statement due to statement timeout (query.timeout_seconds)",
+                )),
+                None,
+            )),
+        }
+    })
 }
 
 /// Last among the hooks of a prepared statement: what the others did not answer must be a
@@ -384,6 +451,7 @@ impl QueryHook for GuardHook {
         _client: &(dyn ClientInfo + Send + Sync),
     ) -> Option<PgWireResult<LogicalPlan>> {
         if !is_query(statement) {
+            audit_refusal(&self.hub, &self.consumer, &statement.to_string());
             return Some(Err(error("25006", READ_ONLY)));
         }
         let plan = match ctx

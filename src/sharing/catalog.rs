@@ -159,16 +159,8 @@ pub(crate) fn feed_share_plan(
         )));
     }
     let relation = TableReference::partial(BASE, dataset.as_str());
-    let mut builder = base_scan(dataset, changes).map_err(|e| fail(e.strip_backtrace()))?;
-    if let Some(filter) = &grant.row_filter {
-        let schema: DFSchema = builder.schema().as_ref().clone();
-        let predicate = owner
-            .parse_sql_expr(filter, &schema)
-            .map_err(|e| fail(format!("row filter: {}", e.strip_backtrace())))?;
-        builder = builder
-            .filter(predicate)
-            .map_err(|e| fail(e.strip_backtrace()))?;
-    }
+    let builder = base_scan(dataset, changes).map_err(|e| fail(e.strip_backtrace()))?;
+    let builder = with_row_filter(builder, grant, owner)?;
     let columns: Vec<String> = match &grant.columns {
         Some(c) => c.clone(),
         None => changes
@@ -218,6 +210,28 @@ fn projected_view(
     base_scan(&view.dataset, provider)?.project(exprs)?.build()
 }
 
+/// The grant's row filter (SQL, planned in the owner's context) on top of `builder`.
+fn with_row_filter(
+    builder: LogicalPlanBuilder,
+    grant: &Grant,
+    owner: &SessionContext,
+) -> Result<LogicalPlanBuilder, CatalogError> {
+    let Some(filter) = &grant.row_filter else {
+        return Ok(builder);
+    };
+    let fail = |message: String| CatalogError::Grant {
+        name: grant.name.clone(),
+        message,
+    };
+    let schema: DFSchema = builder.schema().as_ref().clone();
+    let predicate = owner
+        .parse_sql_expr(filter, &schema)
+        .map_err(|e| fail(format!("row filter: {}", e.strip_backtrace())))?;
+    builder
+        .filter(predicate)
+        .map_err(|e| fail(e.strip_backtrace()))
+}
+
 async fn share_view(
     grant: &Grant,
     sources: &Sources<'_>,
@@ -233,17 +247,8 @@ async fn share_view(
                 .datasets
                 .get(dataset)
                 .ok_or_else(|| fail(format!("dataset {dataset:?} no longer exists")))?;
-            let mut builder =
-                base_scan(dataset, provider).map_err(|e| fail(e.strip_backtrace()))?;
-            if let Some(filter) = &grant.row_filter {
-                let schema: DFSchema = builder.schema().as_ref().clone();
-                let predicate = owner
-                    .parse_sql_expr(filter, &schema)
-                    .map_err(|e| fail(format!("row filter: {}", e.strip_backtrace())))?;
-                builder = builder
-                    .filter(predicate)
-                    .map_err(|e| fail(e.strip_backtrace()))?;
-            }
+            let builder = base_scan(dataset, provider).map_err(|e| fail(e.strip_backtrace()))?;
+            let mut builder = with_row_filter(builder, grant, owner)?;
             if let Some(columns) = &grant.columns {
                 let exprs: Vec<Expr> = columns
                     .iter()

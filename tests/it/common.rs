@@ -22,6 +22,25 @@ pub const SIMPLE_SCHEMA: &str = r#"{
   }
 }"#;
 
+/// People with personal data (`phone`, masked by `x-mask`) and every column kind: the feed
+/// and PostgreSQL tests.
+pub const PEOPLE_SCHEMA: &str = r#"{
+  "$schema": "https://json-schema.org/draft/2020-12/schema",
+  "title": "Người",
+  "type": "object",
+  "required": ["id", "n"],
+  "properties": {
+    "id": {"type": "string", "description": "Mã"},
+    "n": {"type": "integer", "description": "Số thứ tự"},
+    "name": {"type": "string", "description": "Họ tên"},
+    "phone": {"type": "string", "description": "Số điện thoại", "x-pii": true, "x-mask": "phone"},
+    "score": {"type": "number", "description": "Điểm"},
+    "active": {"type": "boolean", "description": "Còn hoạt động"},
+    "born": {"type": "string", "format": "date", "description": "Ngày sinh"},
+    "seen": {"type": "string", "format": "date-time", "description": "Lần cuối"}
+  }
+}"#;
+
 pub struct TestHub {
     pub dir: tempfile::TempDir,
 }

@@ -20,23 +20,10 @@ use crate::common::{self, ADMIN, AGENCY, PUBLISHER, TestHub, client_with};
 /// The example secret of the Standard Webhooks specification.
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
-const PEOPLE_SCHEMA: &str = r#"{
-  "$schema": "https://json-schema.org/draft/2020-12/schema",
-  "title": "Người phản ánh",
-  "type": "object",
-  "required": ["id", "n"],
-  "properties": {
-    "id": {"type": "string", "description": "Mã"},
-    "n": {"type": "integer", "description": "Số thứ tự"},
-    "name": {"type": "string", "description": "Họ tên"},
-    "phone": {"type": "string", "description": "Số điện thoại", "x-pii": true, "x-mask": "phone"}
-  }
-}"#;
-
 /// A hub with a keyed dataset `people` (phone is personal data) filled from `inbox/`.
 fn people_hub() -> TestHub {
     let hub = TestHub::new();
-    hub.write("schemas/people.schema.json", PEOPLE_SCHEMA);
+    hub.write("schemas/people.schema.json", common::PEOPLE_SCHEMA);
     std::fs::write(
         hub.path().join("pipelines/people.toml"),
         format!(
@@ -580,23 +567,34 @@ async fn a_receiver_down_for_a_while_then_up_gets_everything_in_order() {
     }
 }
 
-#[tokio::test]
-async fn a_batch_answered_500_is_sent_again_with_the_same_webhook_id() {
+/// A people hub with `n` records and province's subscription to `receiver` (with `extra`
+/// settings), its delivery loops running until the returned sender says stop.
+async fn delivering_people_to(
+    receiver: &Arc<Receiver>,
+    n: usize,
+    extra: &str,
+) -> (TestHub, Arc<Hub>, tokio::sync::watch::Sender<bool>) {
     let t = people_hub();
-    let receiver = Receiver::new();
-    receiver.fail_next.store(1, Ordering::SeqCst);
     let addr = start_receiver(receiver.clone()).await;
     t.append_config(&subscription(
         "tinh",
         "province",
         &format!("http://{addr}/hook"),
-        "",
+        extra,
     ));
-    t.write("inbox/a.jsonl", people(1, 3));
+    t.write("inbox/a.jsonl", people(1, n));
     let hub = open_with_secret(&t).await;
     hub.run("people", "test").await.unwrap();
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let _loops = iochub::feed::delivery::start(hub.clone(), stopped);
+    iochub::feed::delivery::start(hub.clone(), stopped);
+    (t, hub, stop)
+}
+
+#[tokio::test]
+async fn a_batch_answered_500_is_sent_again_with_the_same_webhook_id() {
+    let receiver = Receiver::new();
+    receiver.fail_next.store(1, Ordering::SeqCst);
+    let (_t, _hub, stop) = delivering_people_to(&receiver, 3, "").await;
     wait_for("the batch", 20, || {
         !receiver.accepted.lock().unwrap().is_empty()
     })
@@ -611,22 +609,10 @@ async fn a_batch_answered_500_is_sent_again_with_the_same_webhook_id() {
 
 #[tokio::test]
 async fn a_receiver_refusing_a_batch_parks_the_subscription_until_an_admin_resumes_it() {
-    let t = people_hub();
     let receiver = Receiver::new();
     receiver.status.store(400, Ordering::SeqCst);
-    let addr = start_receiver(receiver.clone()).await;
-    t.append_config(&subscription(
-        "tinh",
-        "province",
-        &format!("http://{addr}/hook"),
-        "park_after = \"1s\"",
-    ));
-    t.write("inbox/a.jsonl", people(1, 6));
-    let hub = open_with_secret(&t).await;
-    hub.run("people", "test").await.unwrap();
+    let (_t, hub, stop) = delivering_people_to(&receiver, 6, "park_after = \"1s\"").await;
     let api = common::serve(hub.clone()).await;
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let _loops = iochub::feed::delivery::start(hub.clone(), stopped);
     let admin = client_with(ADMIN);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

@@ -11,23 +11,6 @@ use serde_json::{Value, json};
 
 use crate::common::{self, AGENCY, PUBLISHER, TestHub};
 
-const PEOPLE_SCHEMA: &str = r#"{
-  "$schema": "https://json-schema.org/draft/2020-12/schema",
-  "title": "Người",
-  "type": "object",
-  "required": ["id", "n"],
-  "properties": {
-    "id": {"type": "string", "description": "Mã"},
-    "n": {"type": "integer", "description": "Số thứ tự"},
-    "name": {"type": "string", "description": "Họ tên"},
-    "phone": {"type": "string", "description": "Số điện thoại", "x-pii": true, "x-mask": "phone"},
-    "score": {"type": "number", "description": "Điểm"},
-    "active": {"type": "boolean", "description": "Còn hoạt động"},
-    "born": {"type": "string", "format": "date", "description": "Ngày sinh"},
-    "seen": {"type": "string", "format": "date-time", "description": "Lần cuối"}
-  }
-}"#;
-
 fn pipeline(name: &str, schema: &str, sharing: &str, inbox: &str) -> String {
     format!(
         "name = \"{name}\"\ntitle = \"Dữ liệu {name}\"\nsector = \"test\"\n\
@@ -40,7 +23,7 @@ fn pipeline(name: &str, schema: &str, sharing: &str, inbox: &str) -> String {
 /// `people` (default sharing, phone masked), `visits` (default) and `secrets` (special).
 async fn hub_with_data(extra_config: &str) -> (TestHub, Arc<Hub>) {
     let t = TestHub::new();
-    t.write("schemas/people.schema.json", PEOPLE_SCHEMA);
+    t.write("schemas/people.schema.json", common::PEOPLE_SCHEMA);
     for (name, schema, sharing) in [
         ("people", "people.schema.json", "default"),
         ("visits", "simple.schema.json", "default"),
@@ -430,4 +413,72 @@ async fn psycopg_and_asyncpg_prepared_statements_types_and_errors() {
         ])
     );
     assert!(!Path::new("/tmp/iochub-psycopg-copy.csv").exists());
+}
+
+/// A client that names a consumer in its startup parameters, fails the password and goes on
+/// sending queries runs nothing (pgwire keeps reading after a failed login).
+#[tokio::test]
+async fn a_failed_login_runs_nothing_whatever_the_startup_parameters_say() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_t, hub) = hub_with_data("").await;
+    let addr = start(&hub).await;
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut body = 196_608u32.to_be_bytes().to_vec(); // protocol 3.0
+    for part in [
+        "user",
+        "agency",
+        "database",
+        "iochub",
+        "iochub_consumer",
+        "admin",
+        "statement_timeout_ms",
+        "0",
+    ] {
+        body.extend_from_slice(part.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut startup = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    startup.extend_from_slice(&body);
+    socket.write_all(&startup).await.unwrap();
+    let mut first = [0u8; 1];
+    socket.read_exact(&mut first).await.unwrap();
+    assert_eq!(first[0], b'R', "asked for a password");
+    let message = |tag: u8, text: &str| {
+        let mut m = vec![tag];
+        m.extend_from_slice(&((text.len() + 5) as u32).to_be_bytes());
+        m.extend_from_slice(text.as_bytes());
+        m.push(0);
+        m
+    };
+    socket
+        .write_all(&message(b'p', "wrong-token"))
+        .await
+        .unwrap();
+    // Whatever the server does with it now, nothing may run.
+    let _ = socket
+        .write_all(&message(b'Q', "SELECT 4242 AS spoofed"))
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let audit = hub
+        .audit_log(&iochub::state::AuditFilter {
+            action: Some("query".into()),
+            limit: 1000,
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(
+        !audit
+            .iter()
+            .any(|a| a.detail["sql"].as_str().unwrap_or("").contains("4242")),
+        "a query ran after a failed login: {audit:?}"
+    );
+    let failed = hub
+        .audit_log(&iochub::state::AuditFilter {
+            action: Some("auth_failed".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(failed.len(), 1);
 }
