@@ -29,7 +29,7 @@ use futures::Sink;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{FieldInfo, QueryResponse, Response};
-use pgwire::api::stmt::QueryParser;
+use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
@@ -372,9 +372,35 @@ impl ExtendedQueryHandler for Queries {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let service = service_for(&self.hub, &self.catalogs, client).await?;
+        // Planned again in today's catalog: a share revoked or expired since Parse must not
+        // keep answering through the plan made then (drivers keep prepared statements for
+        // the life of a pooled connection).
+        let fresh = service
+            .query_parser()
+            .parse_sql(
+                client,
+                &portal.statement.statement.0,
+                &portal.statement.parameter_types,
+            )
+            .await?;
+        let Some(fresh) = fresh else {
+            return Ok(Response::EmptyQuery);
+        };
+        let mut replanned: Portal<DfStatement> = Portal::default();
+        replanned.name = portal.name.clone();
+        replanned.statement = Arc::new(StoredStatement::new(
+            portal.statement.id.clone(),
+            fresh,
+            portal.statement.parameter_types.clone(),
+        ));
+        replanned.parameter_format = portal.parameter_format.clone();
+        replanned.parameters = portal.parameters.clone();
+        replanned.result_column_format = portal.result_column_format.clone();
+        replanned.state = portal.state.clone();
+        let portal = replanned;
         let deadline = tokio::time::Instant::now()
             + std::time::Duration::from_secs(self.hub.engine.limits().timeout_seconds);
-        let response = ExtendedQueryHandler::do_query(&service, client, portal, max_rows)
+        let response = ExtendedQueryHandler::do_query(&service, client, &portal, max_rows)
             .await
             .map_err(sanitized)?;
         Ok(match response {

@@ -482,3 +482,156 @@ async fn a_failed_login_runs_nothing_whatever_the_startup_parameters_say() {
         .unwrap();
     assert_eq!(failed.len(), 1);
 }
+
+const REVOKE_SCRIPT: &str = r#"
+import asyncio, os, sys
+import asyncpg
+async def main():
+    conn = await asyncpg.connect(host="127.0.0.1", port=int(os.environ["PGPORT"]), user="province",
+                                 password=os.environ["TOKEN"], database="iochub", ssl=False)
+    # One server-side prepared statement, executed twice.
+    statement = await conn.prepare("SELECT count(*) FROM share.secrets_for_province WHERE n >= $1")
+    print(await statement.fetchval(0), flush=True)
+    sys.stdin.readline()  # the share is revoked meanwhile
+    try:
+        print(await statement.fetchval(0), flush=True)
+    except asyncpg.PostgresError as e:
+        print(e.sqlstate, flush=True)
+    await conn.close()
+asyncio.run(main())
+"#;
+
+/// A prepared statement is planned again at each execution: a share revoked after it was
+/// prepared stops answering on the same connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_share_stops_answering_a_statement_prepared_before() {
+    use std::io::{BufRead, Write};
+    let python = python_with_psycopg();
+    let (t, hub) = hub_with_data("").await;
+    let province = hub.config.consumers.get("province").unwrap().clone();
+    let admin = hub.config.consumers.get("admin").unwrap().clone();
+    let request: iochub::sharing::GrantRequest = serde_json::from_value(json!({
+        "name": "secrets_for_province", "purpose": "Thử nghiệm", "legal_basis": "Thử nghiệm",
+        "dataset": "secrets", "end_date": "2099-12-31"
+    }))
+    .unwrap();
+    let filed = hub.file_share_request(&province, request).await.unwrap();
+    hub.decide_share_request(
+        &admin,
+        &filed.grant.id,
+        iochub::hub::Decision::Approve,
+        None,
+    )
+    .await
+    .unwrap();
+    let addr = start(&hub).await;
+    let script = t.path().join("revoke.py");
+    std::fs::write(&script, REVOKE_SCRIPT).unwrap();
+    let mut child = Command::new(python)
+        .arg(&script)
+        .env("PGPORT", addr.port().to_string())
+        .env("TOKEN", common::PROVINCE)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::task::block_in_place(|| lines.next())
+        .unwrap()
+        .unwrap();
+    assert_eq!(first, "1", "the approved share answers");
+    hub.decide_share_request(&admin, &filed.grant.id, iochub::hub::Decision::Revoke, None)
+        .await
+        .unwrap();
+    child.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    let second = tokio::task::block_in_place(|| lines.next())
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        second, "42P01",
+        "the revoked share is gone, prepared statement or not"
+    );
+    child.wait().unwrap();
+}
+
+const JDBC_CLIENT: &str = r#"
+import java.sql.*;
+public class JdbcClient {
+    public static void main(String[] a) throws Exception {
+        String url = "jdbc:postgresql://127.0.0.1:" + a[0] + "/iochub?sslmode=disable";
+        try (Connection c = DriverManager.getConnection(url, "agency", a[1])) {
+            DatabaseMetaData md = c.getMetaData();
+            try (ResultSet rs = md.getTables(null, "public", "%", new String[]{"TABLE"})) {
+                StringBuilder sb = new StringBuilder("tables");
+                while (rs.next()) sb.append(' ').append(rs.getString("TABLE_NAME"));
+                System.out.println(sb);
+            }
+            try (ResultSet rs = md.getColumns(null, "public", "people", "%")) {
+                int n = 0; while (rs.next()) n++;
+                System.out.println("people columns " + n);
+            }
+            try (PreparedStatement ps = c.prepareStatement("SELECT name, n, score, phone FROM people WHERE n > ? ORDER BY n")) {
+                ps.setLong(1, 1);
+                for (int i = 0; i < 6; i++) {  // pgjdbc prepares on the server from the 5th run
+                    try (ResultSet rs = ps.executeQuery()) {
+                        if (i == 5) while (rs.next())
+                            System.out.println(rs.getString(1) + "|" + rs.getLong(2) + "|" + rs.getDouble(3) + "|" + rs.getString(4));
+                    }
+                }
+            }
+            try (Statement st = c.createStatement()) {
+                st.execute("DROP TABLE people");
+            } catch (SQLException e) { System.out.println("refused " + e.getSQLState()); }
+            try (Statement st = c.createStatement(); ResultSet rs = st.executeQuery("SELECT count(*) FROM people")) {
+                rs.next(); System.out.println("after error " + rs.getLong(1));
+            }
+        }
+    }
+}
+"#;
+
+/// The PostgreSQL JDBC driver (Debian's package, installed here if missing): metadata as
+/// DBeaver reads it, server-side prepared statements, errors.
+#[tokio::test]
+async fn jdbc_reads_metadata_and_runs_prepared_statements() {
+    let jar = Path::new("/usr/share/java/postgresql.jar");
+    if !jar.exists() {
+        let installed = Command::new("apt-get")
+            .args(["install", "-y", "libpostgresql-jdbc-java"])
+            .output()
+            .expect("apt-get");
+        assert!(
+            installed.status.success(),
+            "installing the JDBC driver: {}",
+            text(&installed.stderr)
+        );
+    }
+    let (t, hub) = hub_with_data("").await;
+    let addr = start(&hub).await;
+    let source = t.path().join("JdbcClient.java");
+    std::fs::write(&source, JDBC_CLIENT).unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("java")
+            .arg("-cp")
+            .arg(jar)
+            .arg(&source)
+            .args([addr.port().to_string(), AGENCY.to_string()])
+            .output()
+            .expect("java runs")
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines: Vec<String> = text(&out.stdout).lines().map(str::to_string).collect();
+    assert_eq!(
+        lines,
+        [
+            "tables people visits",
+            "people columns 11",
+            "Nguyễn Văn 2|2|2.5|091****602",
+            "Nguyễn Văn 3|3|3.5|091****603",
+            "refused 25006",
+            "after error 3"
+        ]
+    );
+}
