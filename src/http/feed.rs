@@ -5,16 +5,16 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, body_bytes};
+use super::{ApiError, admin_only, body_bytes};
 use crate::feed::events::batch_body;
 use crate::hub::Hub;
-use crate::sharing::{Consumer, Role};
+use crate::sharing::Consumer;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -95,23 +95,13 @@ pub async fn delete_records(
     Ok(Json(json!({"deleted": deleted})))
 }
 
-fn admin_only(consumer: &Consumer) -> Result<(), ApiError> {
-    if consumer.role == Role::Admin {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "subscriptions are managed by the managing office",
-        ))
-    }
-}
+const SUBSCRIPTIONS_ARE_ADMINS: &str = "subscriptions are managed by the managing office";
 
 pub async fn subscriptions(
     State(hub): State<Arc<Hub>>,
     Extension(consumer): Extension<Consumer>,
 ) -> Result<Json<Value>, ApiError> {
-    admin_only(&consumer)?;
+    admin_only(&consumer, SUBSCRIPTIONS_ARE_ADMINS)?;
     Ok(Json(
         json!({"subscriptions": hub.subscription_statuses().await?}),
     ))
@@ -122,7 +112,7 @@ pub async fn resume(
     Extension(consumer): Extension<Consumer>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    admin_only(&consumer)?;
+    admin_only(&consumer, SUBSCRIPTIONS_ARE_ADMINS)?;
     let resumed = crate::feed::delivery::resume(&hub, &id)?;
     hub.audit(
         Some(&consumer.id),

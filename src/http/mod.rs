@@ -343,3 +343,12 @@ async fn sql(
             .into_response(),
     })
 }
+
+/// 403 unless the caller is the managing office.
+fn admin_only(consumer: &Consumer, why: &str) -> Result<(), ApiError> {
+    if consumer.role == Role::Admin {
+        Ok(())
+    } else {
+        Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", why))
+    }
+}

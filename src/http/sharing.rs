@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::{ApiError, body_bytes};
 use crate::hub::{Decision, Hub};
-use crate::sharing::{Consumer, GrantRequest, Role};
+use crate::sharing::{Consumer, GrantRequest};
 use crate::state::AuditFilter;
 
 pub async fn publish(
@@ -117,13 +117,7 @@ pub async fn audit(
     Extension(consumer): Extension<Consumer>,
     Query(params): Query<AuditParams>,
 ) -> Result<Json<Value>, ApiError> {
-    if consumer.role != Role::Admin {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "only the managing office reads the audit log",
-        ));
-    }
+    super::admin_only(&consumer, "only the managing office reads the audit log")?;
     let events = hub.audit_log(&AuditFilter {
         consumer: params.consumer,
         action: params.action,

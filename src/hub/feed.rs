@@ -56,6 +56,24 @@ pub struct TargetStatus {
     pub runtime: TargetRuntime,
 }
 
+fn target_not_found(target: &str) -> HubError {
+    HubError::NotFound(format!("no dataset or share named {target:?}"))
+}
+
+/// The dataset behind a feed target in `visibility` (`share.x` is its grant's dataset).
+fn target_dataset(
+    visibility: &crate::sharing::Visibility,
+    target: &str,
+) -> Result<String, HubError> {
+    match target.strip_prefix("share.") {
+        Some(name) => dataset_share(visibility, target, name).map(|(_, d)| d),
+        None => visibility
+            .dataset(target)
+            .map(|v| v.dataset.clone())
+            .ok_or_else(|| target_not_found(target)),
+    }
+}
+
 /// The consumer's share `name` and its dataset; an SQL share has no feed.
 fn dataset_share<'v>(
     visibility: &'v crate::sharing::Visibility,
@@ -66,7 +84,7 @@ fn dataset_share<'v>(
         .shares
         .iter()
         .find(|g| g.name == name)
-        .ok_or_else(|| HubError::NotFound(format!("no dataset or share named {target:?}")))?;
+        .ok_or_else(|| target_not_found(target))?;
     let dataset = grant.dataset.clone().ok_or_else(|| HubError::BadRequest {
         field: "dataset".into(),
         message: format!(
@@ -88,16 +106,12 @@ impl Hub {
     /// The dataset behind a feed target (`share.x` is its grant's dataset), as `consumer`
     /// may see it; not found otherwise.
     pub fn feed_dataset_of(&self, consumer: &str, target: &str) -> Result<String, HubError> {
-        let not_found = || HubError::NotFound(format!("no dataset or share named {target:?}"));
-        let consumer = self.config.consumers.get(consumer).ok_or_else(not_found)?;
-        let visibility = self.visibility_of(consumer)?;
-        match target.strip_prefix("share.") {
-            Some(name) => dataset_share(&visibility, target, name).map(|(_, d)| d),
-            None => visibility
-                .dataset(target)
-                .map(|v| v.dataset.clone())
-                .ok_or_else(not_found),
-        }
+        let consumer = self
+            .config
+            .consumers
+            .get(consumer)
+            .ok_or_else(|| target_not_found(target))?;
+        target_dataset(&self.visibility_of(consumer)?, target)
     }
 
     /// The targets of a subscription: its datasets, or for `"*"` every dataset and dataset
@@ -140,12 +154,19 @@ impl Hub {
         let limit = limit.clamp(1, MAX_FEED_LIMIT);
         let after = after.max(0);
         let visibility = self.visibility_of(consumer)?;
-        let not_found = || HubError::NotFound(format!("no dataset or share named {target:?}"));
         let changelog = &self.feed.changelog;
-        let dataset = self.feed_dataset_of(&consumer.id, target)?;
+        let dataset = target_dataset(&visibility, target)?;
         // The sequence first, then the log: `catch_up` publishes a new log before its new
         // sequence, so the log read here holds at least every change up to `last_sequence`.
         let last_sequence = changelog.last_seq(&dataset);
+        let upper = after.saturating_add(limit as i64).min(last_sequence);
+        if upper <= after {
+            return Ok(FeedPage {
+                events: Vec::new(),
+                next: after,
+                last_sequence,
+            });
+        }
         let changes = changelog.provider(&dataset)?;
         let plan = match target.strip_prefix("share.") {
             Some(name) => {
@@ -160,18 +181,12 @@ impl Hub {
                 .map_err(catalog_error)?
             }
             None => {
-                let view = visibility.dataset(target).ok_or_else(not_found)?;
+                let view = visibility
+                    .dataset(target)
+                    .ok_or_else(|| target_not_found(target))?;
                 feed_dataset_plan(view, &changes, &META_COLUMNS).map_err(plan_error)?
             }
         };
-        let upper = after.saturating_add(limit as i64).min(last_sequence);
-        if upper <= after {
-            return Ok(FeedPage {
-                events: Vec::new(),
-                next: after,
-                last_sequence,
-            });
-        }
         let plan = LogicalPlanBuilder::from(plan)
             .filter(col(SEQ).gt(lit(after)).and(col(SEQ).lt_eq(lit(upper))))
             .and_then(|b| b.sort(vec![col(SEQ).sort(true, false)]))

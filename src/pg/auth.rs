@@ -14,7 +14,7 @@ use pgwire::api::auth::{
     protocol_negotiation, save_startup_parameters_to_metadata,
 };
 use pgwire::api::{ClientInfo, PgWireConnectionState};
-use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::startup::Authentication;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use serde_json::json;
@@ -49,11 +49,7 @@ impl TokenAuth {
 }
 
 fn fatal(code: &str, message: impl Into<String>) -> PgWireError {
-    PgWireError::UserError(Box::new(ErrorInfo::new(
-        "FATAL".into(),
-        code.into(),
-        message.into(),
-    )))
+    super::handler::failure("FATAL", code, message)
 }
 
 #[async_trait]

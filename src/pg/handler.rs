@@ -101,12 +101,17 @@ impl Queries {
     }
 }
 
-fn error(code: &str, message: impl Into<String>) -> PgWireError {
+/// A PostgreSQL error response: severity (`ERROR`, `FATAL`), SQLSTATE and message.
+pub(super) fn failure(severity: &str, code: &str, message: impl Into<String>) -> PgWireError {
     PgWireError::UserError(Box::new(ErrorInfo::new(
-        "ERROR".into(),
+        severity.into(),
         code.into(),
         message.into(),
     )))
+}
+
+fn error(code: &str, message: impl Into<String>) -> PgWireError {
+    failure("ERROR", code, message)
 }
 
 /// The hub's errors as PostgreSQL errors with SQLSTATE codes.
