@@ -6,7 +6,7 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -52,6 +52,25 @@ enum Command {
         /// The PostgreSQL endpoint listens here instead of the config's `postgres.addr`.
         #[arg(long)]
         pg_addr: Option<SocketAddr>,
+    },
+    /// Serve the samples as local network sources (FHIR on /fhir, Open311 on /open311, Frigate
+    /// events to the MQTT broker) and run the hub with the demo pipelines pulling from them.
+    Demo {
+        /// The `[source]` of each dataset that the demo pulls from its local sources.
+        #[arg(long, default_value = "demo/sources.toml")]
+        sources: PathBuf,
+        /// The samples the demo sources serve (relative to the config file's folder).
+        #[arg(long, default_value = "samples")]
+        samples: PathBuf,
+        /// Listen here instead of the config's `http.addr`.
+        #[arg(long)]
+        http_addr: Option<SocketAddr>,
+        /// The PostgreSQL endpoint listens here instead of the config's `postgres.addr`.
+        #[arg(long)]
+        pg_addr: Option<SocketAddr>,
+        /// Do not publish the sample camera events to the MQTT broker.
+        #[arg(long)]
+        no_mqtt: bool,
     },
     /// Load and check the config and every pipeline; report every problem with file and line.
     Check,
@@ -120,14 +139,25 @@ fn init_logging(json: bool) {
 
 async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let (http_addr, pg_addr) = match &cli.command {
-        Command::Serve { http_addr, pg_addr } => (*http_addr, *pg_addr),
+        Command::Serve { http_addr, pg_addr }
+        | Command::Demo {
+            http_addr, pg_addr, ..
+        } => (*http_addr, *pg_addr),
         _ => (None, None),
     };
-    let overrides = Overrides {
+    let mut overrides = Overrides {
         http_addr,
         pg_addr,
         data_dir: cli.data_dir.clone(),
+        sources_overlay: None,
     };
+    if let Command::Demo { sources, .. } = &cli.command {
+        overrides.sources_overlay = Some(config::resolve_path(&cli.config, sources));
+        // The demo keeps its tables apart from the file-based hub's.
+        if overrides.data_dir.is_none() {
+            overrides.data_dir = Some(config::resolve_path(&cli.config, Path::new("data/demo")));
+        }
+    }
     if let Command::Token {
         action: TokenAction::New { consumer },
     } = &cli.command
@@ -165,6 +195,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve { .. } => serve(config).await,
+        Command::Demo {
+            samples, no_mqtt, ..
+        } => {
+            let samples = config::resolve_path(&cli.config, &samples);
+            start_demo_sources(&samples, !no_mqtt).await?;
+            serve(config).await
+        }
         Command::Token { .. } => Ok(ExitCode::SUCCESS),
         Command::Run { pipeline } => {
             let report = match run_on_daemon(&config, &pipeline).await? {
@@ -211,6 +248,45 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Where the demo's sources (`demo/sources.toml`) expect the demo servers.
+const DEMO_SOURCES_ADDR: &str = "127.0.0.1:8090";
+const DEMO_MQTT_TOPIC: &str = "iochub-demo/frigate/events";
+
+/// Starts the demo's FHIR and Open311 sources, and publishes the sample camera events to the
+/// local MQTT broker once the hub had time to subscribe (its first run makes the session).
+async fn start_demo_sources(samples: &Path, mqtt: bool) -> anyhow::Result<()> {
+    let data = iochub::demo::DemoData::load(samples)?;
+    let addr: SocketAddr = DEMO_SOURCES_ADDR.parse()?;
+    let (bound, _task) = iochub::demo::serve(addr, data).await?;
+    tracing::info!(
+        "demo sources: FHIR at http://{bound}/fhir/Location, Open311 at http://{bound}/open311/requests.json"
+    );
+    if mqtt {
+        let samples = samples.to_path_buf();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            match iochub::demo::mqtt::publish_camera_events(
+                &samples,
+                "127.0.0.1",
+                1883,
+                DEMO_MQTT_TOPIC,
+            )
+            .await
+            {
+                Ok(n) => tracing::info!(
+                    messages = n,
+                    topic = DEMO_MQTT_TOPIC,
+                    "demo: published the sample camera events"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "demo: could not publish the sample camera events (is Mosquitto running?)")
+                }
+            }
+        });
+    }
+    Ok(())
 }
 
 /// Asks a running daemon (at the config's HTTP address) to run the pipeline. `None` when no

@@ -4,22 +4,26 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::{Connector, ConnectorError, file, http_json};
+use crate::{Connector, ConnectorError, file, http_json, mqtt};
 
 /// The connector kinds this build knows.
-pub const KINDS: &[&str] = &["file", "http_json"];
+pub const KINDS: &[&str] = &["file", "http_json", "mqtt"];
 
 /// What a connector may need from the hub when it is built.
 #[derive(Debug, Clone)]
 pub struct BuildContext {
     /// Folder that relative paths in the settings are relative to (the pipeline file's folder).
     pub base_dir: PathBuf,
+    /// A folder of the hub's data directory that belongs to this pipeline's connector, for
+    /// durable local state (the MQTT spool). Created by the connector when it needs it.
+    pub state_dir: PathBuf,
 }
 
 #[derive(Debug, Clone)]
 pub enum SourceConfig {
     File(file::FileConfig),
     HttpJson(Box<http_json::HttpJsonConfig>),
+    Mqtt(Box<mqtt::MqttConfig>),
 }
 
 impl SourceConfig {
@@ -34,6 +38,7 @@ impl SourceConfig {
             "http_json" => {
                 SourceConfig::HttpJson(Box::new(http_json::HttpJsonConfig::deserialize(settings)?))
             }
+            "mqtt" => SourceConfig::Mqtt(Box::new(mqtt::MqttConfig::deserialize(settings)?)),
             _ => return Ok(None),
         }))
     }
@@ -43,6 +48,7 @@ impl SourceConfig {
         match self {
             SourceConfig::File(c) => c.validate(),
             SourceConfig::HttpJson(c) => c.validate(),
+            SourceConfig::Mqtt(c) => c.validate(),
         }
     }
 
@@ -50,6 +56,7 @@ impl SourceConfig {
         match self {
             SourceConfig::File(c) => c.build(ctx),
             SourceConfig::HttpJson(c) => c.build(ctx),
+            SourceConfig::Mqtt(c) => c.build(ctx),
         }
     }
 }

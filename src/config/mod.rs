@@ -47,6 +47,9 @@ pub struct Overrides {
     pub http_addr: Option<SocketAddr>,
     pub pg_addr: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
+    /// A TOML file of `[<dataset>]` tables, each replacing that pipeline's `[source]`:
+    /// `iochub demo` points datasets at its local network sources so.
+    pub sources_overlay: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -156,7 +159,29 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<HubConfig, ConfigError
     let calendar = Arc::new(calendar);
     let functions = crate::functions::context(calendar.clone(), time_zone);
     let pipelines_dir = resolve(path, &file.hub.pipelines_dir);
-    let pipelines = load_pipelines(&pipelines_dir, &functions, &mut problems);
+    let overlay_text = overrides.sources_overlay.as_ref().map(|path| {
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| {
+            problems.push(Problem {
+                file: path.clone(),
+                line: None,
+                message: format!("cannot read the sources overlay: {e}"),
+            });
+            String::new()
+        });
+        (path.clone(), text)
+    });
+    let overlay = overlay_text
+        .as_ref()
+        .map(|(path, text)| SourcesOverlay::parse(path, text, &mut problems));
+    let context = PipelineContext {
+        data_dir: &data_dir,
+        functions: &functions,
+        overlay: overlay.as_ref(),
+    };
+    let pipelines = load_pipelines(&pipelines_dir, &context, &mut problems);
+    if let Some(overlay) = &overlay {
+        overlay.check_all_used(&pipelines, &mut problems);
+    }
     let mut generated_tokens = Vec::new();
     let consumers = match Consumers::from_config(&file.consumers, &mut generated_tokens) {
         Ok(c) => c,
@@ -279,9 +304,52 @@ fn check_hub(source: &TomlSource<'_>, file: &HubFile, problems: &mut Vec<Problem
     }
 }
 
+/// What every pipeline is checked against: where connectors keep state, the SQL functions
+/// for transforms and checks, and the demo's replacement sources.
+struct PipelineContext<'a> {
+    data_dir: &'a Path,
+    functions: &'a datafusion::prelude::SessionContext,
+    overlay: Option<&'a SourcesOverlay<'a>>,
+}
+
+/// `--sources` file: `[<dataset>]` tables that replace those pipelines' `[source]`.
+struct SourcesOverlay<'a> {
+    source: TomlSource<'a>,
+    tables: toml::Table,
+}
+
+impl<'a> SourcesOverlay<'a> {
+    fn parse(path: &'a Path, text: &'a str, problems: &mut Vec<Problem>) -> Self {
+        let source = TomlSource::new(path, text);
+        let tables = match text.parse::<toml::Table>() {
+            Ok(t) => t,
+            Err(e) => {
+                problems.push(source.problem(None, format!("not valid TOML: {}", e.message())));
+                toml::Table::new()
+            }
+        };
+        SourcesOverlay { source, tables }
+    }
+
+    fn source_of(&self, dataset: &str) -> Option<&toml::Table> {
+        self.tables.get(dataset).and_then(toml::Value::as_table)
+    }
+
+    fn check_all_used(&self, pipelines: &[Arc<Pipeline>], problems: &mut Vec<Problem>) {
+        for name in self.tables.keys() {
+            if !pipelines.iter().any(|p| &p.name == name) {
+                problems.push(
+                    self.source
+                        .problem(Some(name), format!("no pipeline is named {name:?}")),
+                );
+            }
+        }
+    }
+}
+
 fn load_pipelines(
     dir: &Path,
-    functions: &datafusion::prelude::SessionContext,
+    context: &PipelineContext<'_>,
     problems: &mut Vec<Problem>,
 ) -> Vec<Arc<Pipeline>> {
     let entries = match std::fs::read_dir(dir) {
@@ -308,7 +376,7 @@ fn load_pipelines(
             continue;
         };
         let source = TomlSource::new(&file, &text);
-        let (name, pipeline) = load_pipeline(&source, functions, problems);
+        let (name, pipeline) = load_pipeline(&source, context, problems);
         // Names are checked for duplicates even when a file has other problems, so that
         // every mistake shows in one pass.
         if let Some(name) = name {
@@ -347,7 +415,7 @@ pub fn parse_schedule(text: &str) -> Result<cron::Schedule, String> {
 /// The dataset name (when the file could be read that far) and the pipeline (when it is valid).
 fn load_pipeline(
     source: &TomlSource<'_>,
-    functions: &datafusion::prelude::SessionContext,
+    context: &PipelineContext<'_>,
     problems: &mut Vec<Problem>,
 ) -> (Option<String>, Option<Pipeline>) {
     let before = problems.len();
@@ -355,17 +423,19 @@ fn load_pipeline(
         return (None, None);
     };
     let name = file.name.clone();
-    let pipeline = check_pipeline(source, file, functions, problems, before);
+    let pipeline = check_pipeline(source, file, context, problems, before);
     (Some(name), pipeline)
 }
 
 fn check_pipeline(
     source: &TomlSource<'_>,
     file: pipeline::PipelineFile,
-    functions: &datafusion::prelude::SessionContext,
+    context: &PipelineContext<'_>,
     problems: &mut Vec<Problem>,
     before: usize,
 ) -> Option<Pipeline> {
+    let functions = context.functions;
+    let state_dir = context.data_dir.join("connectors").join(&file.name);
     if !is_identifier(&file.name) {
         problems.push(source.problem(
             Some("name"),
@@ -484,7 +554,13 @@ fn check_pipeline(
             "run_retry.attempts must be at least 1",
         ));
     }
-    let (source_kind, source_config) = load_source(source, &file.source, problems);
+    let (source_kind, source_config) = match context
+        .overlay
+        .and_then(|o| Some((o, o.source_of(&file.name)?)))
+    {
+        Some((overlay, table)) => load_source(&overlay.source, table, problems),
+        None => load_source(source, &file.source, problems),
+    };
     if problems.len() > before {
         return None;
     }
@@ -506,6 +582,7 @@ fn check_pipeline(
         source: source_config?,
         build_context: BuildContext {
             base_dir: source.path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+            state_dir,
         },
         coerce: file.coerce,
         cursor: file.cursor,

@@ -2,6 +2,7 @@
 
 mod common;
 mod config_check;
+mod demo;
 mod feed;
 mod file_pipelines;
 mod http_api;
