@@ -5,6 +5,7 @@
 //! record failing any step is never dropped: it comes back as a [`Rejected`] with its raw payload.
 
 mod coerce;
+mod messages;
 mod rows;
 mod schema;
 
@@ -102,7 +103,7 @@ impl Normalizer {
                         raw.clone(),
                         vec![FieldError {
                             pointer: String::new(),
-                            message: error.clone(),
+                            message: format!("Không đọc được bản ghi ({error})."),
                         }],
                     ));
                     continue;
@@ -119,7 +120,7 @@ impl Normalizer {
                     .iter_errors(&typed)
                     .map(|e| FieldError {
                         pointer: e.instance_path().as_str().to_string(),
-                        message: shorten(e.to_string()),
+                        message: shorten(messages::explain(&e, &self.schema.columns)),
                     })
                     .collect();
                 rejected.push(reject(raw_text(), errors));
