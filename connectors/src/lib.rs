@@ -11,6 +11,7 @@
 pub mod error;
 pub mod file;
 pub mod http_json;
+mod inbox;
 pub mod record;
 pub mod registry;
 pub mod retry;
