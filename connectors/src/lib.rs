@@ -9,6 +9,7 @@
 //! `build` returns a `Box<dyn Connector>`, and one line in [`registry`].
 
 pub mod error;
+pub mod excel;
 pub mod file;
 pub mod http_json;
 mod inbox;

@@ -4,10 +4,10 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::{Connector, ConnectorError, file, http_json};
+use crate::{Connector, ConnectorError, excel, file, http_json};
 
 /// The connector kinds this build knows.
-pub const KINDS: &[&str] = &["file", "http_json"];
+pub const KINDS: &[&str] = &["file", "excel", "http_json"];
 
 /// What a connector may need from the hub when it is built.
 #[derive(Debug, Clone)]
@@ -19,6 +19,7 @@ pub struct BuildContext {
 #[derive(Debug, Clone)]
 pub enum SourceConfig {
     File(file::FileConfig),
+    Excel(Box<excel::ExcelConfig>),
     HttpJson(Box<http_json::HttpJsonConfig>),
 }
 
@@ -31,6 +32,7 @@ impl SourceConfig {
     {
         Ok(Some(match kind {
             "file" => SourceConfig::File(file::FileConfig::deserialize(settings)?),
+            "excel" => SourceConfig::Excel(Box::new(excel::ExcelConfig::deserialize(settings)?)),
             "http_json" => {
                 SourceConfig::HttpJson(Box::new(http_json::HttpJsonConfig::deserialize(settings)?))
             }
@@ -42,6 +44,7 @@ impl SourceConfig {
     pub fn validate(&self) -> Vec<String> {
         match self {
             SourceConfig::File(c) => c.validate(),
+            SourceConfig::Excel(c) => c.validate(),
             SourceConfig::HttpJson(c) => c.validate(),
         }
     }
@@ -49,6 +52,7 @@ impl SourceConfig {
     pub fn build(&self, ctx: &BuildContext) -> Result<Box<dyn Connector>, ConnectorError> {
         match self {
             SourceConfig::File(c) => c.build(ctx),
+            SourceConfig::Excel(c) => c.build(ctx),
             SourceConfig::HttpJson(c) => c.build(ctx),
         }
     }
