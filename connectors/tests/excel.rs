@@ -473,13 +473,15 @@ async fn error_cell_makes_the_row_unreadable_with_its_location() {
 async fn a_file_is_taken_once_and_again_after_replacement() {
     let dir = tempfile::tempdir().unwrap();
     two_sheet_workbook(dir.path());
-    // Never taken: a workbook still being written, and a dotfile (Excel's lock file).
+    // Never taken: a workbook still being written, and a dotfile (LibreOffice's lock file).
     std::fs::copy(
         dir.path().join("ho_so.xlsx"),
         dir.path().join("moi.xlsx.tmp"),
     )
     .unwrap();
     std::fs::write(dir.path().join(".~lock.ho_so.xlsx#"), b"lock").unwrap();
+    // Excel's owner file beside a workbook a clerk has open: matches *.xlsx, is no workbook.
+    std::fs::write(dir.path().join("~$ho_so.xlsx"), b"\x0bNguyen Van A").unwrap();
     let c = connector(dir.path(), json!({"path": "*", "sheet": "Hồ sơ"}));
 
     let first = run(c.as_ref(), None).await.unwrap();

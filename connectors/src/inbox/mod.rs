@@ -6,8 +6,9 @@
 //! time, and a later run skips a file whose size and time are unchanged (a department that
 //! replaces a file with corrected content gets it read again). A file still being written is not
 //! read half-way: with `settle_seconds = N` a file is taken only once it has been unchanged for
-//! N seconds; names starting with `.` or ending in `.tmp` / `.part` are never taken, so writers
-//! that write to a temporary name and rename are safe at any setting.
+//! N seconds; names starting with `.` or `~$` (Excel's owner file of an open workbook) or ending
+//! in `.tmp` / `.part` are never taken, so writers that write to a temporary name and rename are
+//! safe at any setting.
 
 pub mod ledger;
 
@@ -161,7 +162,11 @@ fn is_temporary_name(path: &Path) -> bool {
         .file_name()
         .map(|n| n.to_string_lossy())
         .unwrap_or_default();
-    name.starts_with('.') || name.ends_with(".tmp") || name.ends_with(".part")
+    // `~$name.xlsx` is the owner file Excel leaves beside a workbook while it is open.
+    name.starts_with('.')
+        || name.starts_with("~$")
+        || name.ends_with(".tmp")
+        || name.ends_with(".part")
 }
 
 /// Collects records into batches of a fixed size and hands each full batch on.
