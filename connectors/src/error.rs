@@ -14,6 +14,9 @@ pub enum ConnectorError {
         #[source]
         source: std::io::Error,
     },
+    /// A file that is not a workbook, or a workbook without the configured sheet.
+    #[error("cannot read workbook {path}: {message}")]
+    Workbook { path: PathBuf, message: String },
     #[error("request to {url} timed out after {seconds} s")]
     Timeout { url: String, seconds: u64 },
     #[error("cannot connect to {url}: {message}")]

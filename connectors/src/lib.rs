@@ -9,9 +9,11 @@
 //! `build` returns a `Box<dyn Connector>`, and one line in [`registry`].
 
 pub mod error;
+pub mod excel;
 pub mod file;
 pub mod http_json;
 pub mod mqtt;
+mod inbox;
 pub mod record;
 pub mod registry;
 pub mod retry;

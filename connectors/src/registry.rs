@@ -4,10 +4,10 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::{Connector, ConnectorError, file, http_json, mqtt};
+use crate::{Connector, ConnectorError, excel, file, http_json, mqtt};
 
 /// The connector kinds this build knows.
-pub const KINDS: &[&str] = &["file", "http_json", "mqtt"];
+pub const KINDS: &[&str] = &["file", "excel", "http_json", "mqtt"];
 
 /// What a connector may need from the hub when it is built.
 #[derive(Debug, Clone)]
@@ -22,6 +22,7 @@ pub struct BuildContext {
 #[derive(Debug, Clone)]
 pub enum SourceConfig {
     File(file::FileConfig),
+    Excel(Box<excel::ExcelConfig>),
     HttpJson(Box<http_json::HttpJsonConfig>),
     Mqtt(Box<mqtt::MqttConfig>),
 }
@@ -35,6 +36,7 @@ impl SourceConfig {
     {
         Ok(Some(match kind {
             "file" => SourceConfig::File(file::FileConfig::deserialize(settings)?),
+            "excel" => SourceConfig::Excel(Box::new(excel::ExcelConfig::deserialize(settings)?)),
             "http_json" => {
                 SourceConfig::HttpJson(Box::new(http_json::HttpJsonConfig::deserialize(settings)?))
             }
@@ -47,6 +49,7 @@ impl SourceConfig {
     pub fn validate(&self) -> Vec<String> {
         match self {
             SourceConfig::File(c) => c.validate(),
+            SourceConfig::Excel(c) => c.validate(),
             SourceConfig::HttpJson(c) => c.validate(),
             SourceConfig::Mqtt(c) => c.validate(),
         }
@@ -55,6 +58,7 @@ impl SourceConfig {
     pub fn build(&self, ctx: &BuildContext) -> Result<Box<dyn Connector>, ConnectorError> {
         match self {
             SourceConfig::File(c) => c.build(ctx),
+            SourceConfig::Excel(c) => c.build(ctx),
             SourceConfig::HttpJson(c) => c.build(ctx),
             SourceConfig::Mqtt(c) => c.build(ctx),
         }

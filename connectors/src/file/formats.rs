@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use super::{FileConfig, FileFormat};
 use crate::ConnectorError;
+use crate::inbox::Batcher;
 use crate::record::{Payload, RawRecord};
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
@@ -42,48 +43,6 @@ fn skip_bom(reader: &mut BufReader<File>) -> std::io::Result<u64> {
         return Ok(BOM.len() as u64);
     }
     Ok(0)
-}
-
-struct Batcher<F> {
-    batch: Vec<RawRecord>,
-    bytes: u64,
-    size: usize,
-    send: F,
-    open: bool,
-}
-
-impl<F: FnMut(Vec<RawRecord>, u64) -> bool> Batcher<F> {
-    fn new(size: usize, send: F) -> Self {
-        Batcher {
-            batch: Vec::with_capacity(size),
-            bytes: 0,
-            size,
-            send,
-            open: true,
-        }
-    }
-
-    /// Counts bytes read for the batch being filled.
-    fn add_bytes(&mut self, n: usize) {
-        self.bytes += n as u64;
-    }
-
-    /// Returns false once the receiver is gone.
-    fn push(&mut self, record: RawRecord) -> bool {
-        self.batch.push(record);
-        if self.batch.len() >= self.size {
-            self.flush();
-        }
-        self.open
-    }
-
-    fn flush(&mut self) {
-        if !self.batch.is_empty() && self.open {
-            let full = std::mem::replace(&mut self.batch, Vec::with_capacity(self.size));
-            let bytes = std::mem::take(&mut self.bytes);
-            self.open = (self.send)(full, bytes);
-        }
-    }
 }
 
 fn unreadable(location: String, raw: &[u8], error: String) -> RawRecord {

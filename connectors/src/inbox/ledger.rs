@@ -1,4 +1,4 @@
-//! The set of files a file connector has taken, kept in its checkpoint.
+//! The set of files a file-drop connector (`file`, `excel`) has taken, kept in its checkpoint.
 
 use std::collections::BTreeMap;
 use std::path::Path;
