@@ -14,6 +14,7 @@ pub mod http_json;
 pub mod record;
 pub mod registry;
 pub mod retry;
+pub mod sql;
 
 pub use error::ConnectorError;
 pub use record::{Payload, RawBatch, RawRecord, ReadContext, SourceEvent, SourceStream};

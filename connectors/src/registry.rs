@@ -4,10 +4,10 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::{Connector, ConnectorError, file, http_json};
+use crate::{Connector, ConnectorError, file, http_json, sql};
 
 /// The connector kinds this build knows.
-pub const KINDS: &[&str] = &["file", "http_json"];
+pub const KINDS: &[&str] = &["file", "http_json", "postgres", "mysql"];
 
 /// What a connector may need from the hub when it is built.
 #[derive(Debug, Clone)]
@@ -20,6 +20,9 @@ pub struct BuildContext {
 pub enum SourceConfig {
     File(file::FileConfig),
     HttpJson(Box<http_json::HttpJsonConfig>),
+    Postgres(Box<sql::SqlConfig>),
+    /// MySQL and MariaDB.
+    Mysql(Box<sql::SqlConfig>),
 }
 
 impl SourceConfig {
@@ -34,6 +37,8 @@ impl SourceConfig {
             "http_json" => {
                 SourceConfig::HttpJson(Box::new(http_json::HttpJsonConfig::deserialize(settings)?))
             }
+            "postgres" => SourceConfig::Postgres(Box::new(sql::SqlConfig::deserialize(settings)?)),
+            "mysql" => SourceConfig::Mysql(Box::new(sql::SqlConfig::deserialize(settings)?)),
             _ => return Ok(None),
         }))
     }
@@ -43,6 +48,7 @@ impl SourceConfig {
         match self {
             SourceConfig::File(c) => c.validate(),
             SourceConfig::HttpJson(c) => c.validate(),
+            SourceConfig::Postgres(c) | SourceConfig::Mysql(c) => c.validate(),
         }
     }
 
@@ -50,6 +56,8 @@ impl SourceConfig {
         match self {
             SourceConfig::File(c) => c.build(ctx),
             SourceConfig::HttpJson(c) => c.build(ctx),
+            SourceConfig::Postgres(c) => c.build(ctx, sql::Dialect::Postgres),
+            SourceConfig::Mysql(c) => c.build(ctx, sql::Dialect::Mysql),
         }
     }
 }
