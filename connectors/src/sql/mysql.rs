@@ -301,7 +301,14 @@ fn value(
         Kind::Bytes => {
             let b = decode::<&[u8]>(raw)?;
             *bytes += b.len() as u64;
-            values::bytes(b)
+            // The protocol flags text columns with a binary collation (`utf8mb4_bin`, and every
+            // MariaDB JSON column) exactly like BLOBs, and the driver does not expose the
+            // collation that would tell them apart. The session is utf8mb4, so valid UTF-8 is
+            // taken as the text it almost always is; anything else is base64.
+            match std::str::from_utf8(b) {
+                Ok(text) => Value::String(text.to_string()),
+                Err(_) => values::bytes(b),
+            }
         }
         Kind::Bit => {
             let b = decode::<&[u8]>(raw)?;

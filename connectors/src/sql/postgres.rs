@@ -388,8 +388,8 @@ mod tests {
 
     #[test]
     fn sqlstate_classes() {
-        assert_eq!(classify_code(Some("42601"), "syntax error").1, false);
-        assert_eq!(classify_code(Some("40P01"), "deadlock").1, true);
+        assert!(!classify_code(Some("42601"), "syntax error").1);
+        assert!(classify_code(Some("40P01"), "deadlock").1);
         let (_, t, timeout) = classify_code(
             Some("57014"),
             "canceling statement due to statement timeout",
