@@ -33,13 +33,38 @@ pub enum ConnectorError {
         "too many pages from {url}: stopped after {pages} (raise max_pages if this is expected)"
     )]
     TooManyPages { url: String, pages: u32 },
+    /// A database query ran past its `query_timeout_seconds` (cut by the server's statement
+    /// timeout or, failing that, by the connector's own clock).
+    #[error("query on {target} timed out after {seconds} s (query_timeout_seconds)")]
+    QueryTimeout { target: String, seconds: u64 },
+    /// The database refused or failed a statement. `transient` is decided from the server's
+    /// error code: a deadlock or a server shutting down may pass, a syntax error will not.
+    #[error("{target}: {message}")]
+    Database {
+        target: String,
+        message: String,
+        transient: bool,
+    },
+    /// A value the connector cannot turn into JSON (its SQL type is not mapped, or the server
+    /// sent something that does not decode).
+    #[error("column {column:?} ({sql_type}) from {target}: {message}")]
+    Column {
+        target: String,
+        column: String,
+        sql_type: String,
+        message: String,
+    },
 }
 
 impl ConnectorError {
-    /// Timeouts, refused connections, HTTP 408/429 and 5xx may pass; the rest will not.
+    /// Timeouts, refused connections, HTTP 408/429 and 5xx, and database errors whose code says
+    /// so (deadlocks, a server shutting down) may pass; the rest will not.
     pub fn is_transient(&self) -> bool {
         match self {
-            ConnectorError::Timeout { .. } | ConnectorError::Connect { .. } => true,
+            ConnectorError::Timeout { .. }
+            | ConnectorError::Connect { .. }
+            | ConnectorError::QueryTimeout { .. } => true,
+            ConnectorError::Database { transient, .. } => *transient,
             ConnectorError::Status { status, .. } => {
                 *status == 408 || *status == 429 || *status >= 500
             }

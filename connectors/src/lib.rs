@@ -17,6 +17,7 @@ mod inbox;
 pub mod record;
 pub mod registry;
 pub mod retry;
+pub mod sql;
 
 pub use error::ConnectorError;
 pub use record::{Payload, RawBatch, RawRecord, ReadContext, SourceEvent, SourceStream};

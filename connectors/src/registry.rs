@@ -4,10 +4,10 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::{Connector, ConnectorError, excel, file, http_json, mqtt};
+use crate::{Connector, ConnectorError, excel, file, http_json, mqtt, sql};
 
 /// The connector kinds this build knows.
-pub const KINDS: &[&str] = &["file", "excel", "http_json", "mqtt"];
+pub const KINDS: &[&str] = &["file", "excel", "http_json", "mqtt", "postgres", "mysql"];
 
 /// What a connector may need from the hub when it is built.
 #[derive(Debug, Clone)]
@@ -25,6 +25,9 @@ pub enum SourceConfig {
     Excel(Box<excel::ExcelConfig>),
     HttpJson(Box<http_json::HttpJsonConfig>),
     Mqtt(Box<mqtt::MqttConfig>),
+    Postgres(Box<sql::SqlConfig>),
+    /// MySQL and MariaDB.
+    Mysql(Box<sql::SqlConfig>),
 }
 
 impl SourceConfig {
@@ -41,6 +44,8 @@ impl SourceConfig {
                 SourceConfig::HttpJson(Box::new(http_json::HttpJsonConfig::deserialize(settings)?))
             }
             "mqtt" => SourceConfig::Mqtt(Box::new(mqtt::MqttConfig::deserialize(settings)?)),
+            "postgres" => SourceConfig::Postgres(Box::new(sql::SqlConfig::deserialize(settings)?)),
+            "mysql" => SourceConfig::Mysql(Box::new(sql::SqlConfig::deserialize(settings)?)),
             _ => return Ok(None),
         }))
     }
@@ -52,6 +57,7 @@ impl SourceConfig {
             SourceConfig::Excel(c) => c.validate(),
             SourceConfig::HttpJson(c) => c.validate(),
             SourceConfig::Mqtt(c) => c.validate(),
+            SourceConfig::Postgres(c) | SourceConfig::Mysql(c) => c.validate(),
         }
     }
 
@@ -61,6 +67,8 @@ impl SourceConfig {
             SourceConfig::Excel(c) => c.build(ctx),
             SourceConfig::HttpJson(c) => c.build(ctx),
             SourceConfig::Mqtt(c) => c.build(ctx),
+            SourceConfig::Postgres(c) => c.build(ctx, sql::Dialect::Postgres),
+            SourceConfig::Mysql(c) => c.build(ctx, sql::Dialect::Mysql),
         }
     }
 }

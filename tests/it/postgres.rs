@@ -275,11 +275,11 @@ async fn tls_is_required_when_configured() {
     );
 }
 
-/// psycopg 3, installed for the test if missing.
+/// psycopg 3 and asyncpg, installed for the test if missing.
 fn python_with_psycopg() -> String {
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
     let has = Command::new(&python)
-        .args(["-c", "import psycopg"])
+        .args(["-c", "import psycopg, asyncpg"])
         .output()
         .is_ok_and(|o| o.status.success());
     if !has {
@@ -291,12 +291,13 @@ fn python_with_psycopg() -> String {
                 "--quiet",
                 "--disable-pip-version-check",
                 "psycopg[binary]",
+                "asyncpg",
             ])
             .output()
             .expect("pip");
         assert!(
             installed.status.success(),
-            "pip install psycopg: {}",
+            "pip install psycopg asyncpg: {}",
             text(&installed.stderr)
         );
     }
