@@ -30,6 +30,10 @@ pub enum ConnectorError {
         "too many pages from {url}: stopped after {pages} (raise max_pages if this is expected)"
     )]
     TooManyPages { url: String, pages: u32 },
+    /// The source answered with an error document of its own (a FHIR OperationOutcome, a
+    /// GeoReport error list) instead of data.
+    #[error("{url} reported an error: {message}")]
+    Reported { url: String, message: String },
 }
 
 impl ConnectorError {

@@ -9,12 +9,14 @@
 //! `build` returns a `Box<dyn Connector>`, and one line in [`registry`].
 
 pub mod error;
+pub mod fhir;
 pub mod file;
 pub mod http;
 pub mod http_json;
 pub mod record;
 pub mod registry;
 pub mod retry;
+pub mod time;
 
 pub use error::ConnectorError;
 pub use record::{Payload, RawBatch, RawRecord, ReadContext, SourceEvent, SourceStream};

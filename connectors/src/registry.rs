@@ -4,10 +4,10 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::{Connector, ConnectorError, file, http_json};
+use crate::{Connector, ConnectorError, fhir, file, http_json};
 
 /// The connector kinds this build knows.
-pub const KINDS: &[&str] = &["file", "http_json"];
+pub const KINDS: &[&str] = &["file", "http_json", "fhir"];
 
 /// What a connector may need from the hub when it is built.
 #[derive(Debug, Clone)]
@@ -20,6 +20,7 @@ pub struct BuildContext {
 pub enum SourceConfig {
     File(file::FileConfig),
     HttpJson(Box<http_json::HttpJsonConfig>),
+    Fhir(Box<fhir::FhirConfig>),
 }
 
 impl SourceConfig {
@@ -34,6 +35,7 @@ impl SourceConfig {
             "http_json" => {
                 SourceConfig::HttpJson(Box::new(http_json::HttpJsonConfig::deserialize(settings)?))
             }
+            "fhir" => SourceConfig::Fhir(Box::new(fhir::FhirConfig::deserialize(settings)?)),
             _ => return Ok(None),
         }))
     }
@@ -43,6 +45,7 @@ impl SourceConfig {
         match self {
             SourceConfig::File(c) => c.validate(),
             SourceConfig::HttpJson(c) => c.validate(),
+            SourceConfig::Fhir(c) => c.validate(),
         }
     }
 
@@ -50,6 +53,7 @@ impl SourceConfig {
         match self {
             SourceConfig::File(c) => c.build(ctx),
             SourceConfig::HttpJson(c) => c.build(ctx),
+            SourceConfig::Fhir(c) => c.build(ctx),
         }
     }
 }
