@@ -13,6 +13,7 @@ pub mod fhir;
 pub mod file;
 pub mod http;
 pub mod http_json;
+pub mod open311;
 pub mod record;
 pub mod registry;
 pub mod retry;

@@ -4,10 +4,10 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::{Connector, ConnectorError, fhir, file, http_json};
+use crate::{Connector, ConnectorError, fhir, file, http_json, open311};
 
 /// The connector kinds this build knows.
-pub const KINDS: &[&str] = &["file", "http_json", "fhir"];
+pub const KINDS: &[&str] = &["file", "http_json", "fhir", "open311"];
 
 /// What a connector may need from the hub when it is built.
 #[derive(Debug, Clone)]
@@ -21,6 +21,7 @@ pub enum SourceConfig {
     File(file::FileConfig),
     HttpJson(Box<http_json::HttpJsonConfig>),
     Fhir(Box<fhir::FhirConfig>),
+    Open311(Box<open311::Open311Config>),
 }
 
 impl SourceConfig {
@@ -36,6 +37,9 @@ impl SourceConfig {
                 SourceConfig::HttpJson(Box::new(http_json::HttpJsonConfig::deserialize(settings)?))
             }
             "fhir" => SourceConfig::Fhir(Box::new(fhir::FhirConfig::deserialize(settings)?)),
+            "open311" => {
+                SourceConfig::Open311(Box::new(open311::Open311Config::deserialize(settings)?))
+            }
             _ => return Ok(None),
         }))
     }
@@ -46,6 +50,7 @@ impl SourceConfig {
             SourceConfig::File(c) => c.validate(),
             SourceConfig::HttpJson(c) => c.validate(),
             SourceConfig::Fhir(c) => c.validate(),
+            SourceConfig::Open311(c) => c.validate(),
         }
     }
 
@@ -54,6 +59,7 @@ impl SourceConfig {
             SourceConfig::File(c) => c.build(ctx),
             SourceConfig::HttpJson(c) => c.build(ctx),
             SourceConfig::Fhir(c) => c.build(ctx),
+            SourceConfig::Open311(c) => c.build(ctx),
         }
     }
 }
