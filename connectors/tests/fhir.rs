@@ -131,14 +131,18 @@ impl Server {
                 })
             })
             .collect();
-        if param("_include") == Some("Location:organization") {
-            let org = resources
-                .iter()
-                .find(|r| r["resourceType"] == "Organization")
-                .unwrap();
+        // Every page includes the Organization, and the centre as the Location every other
+        // one is `partOf`: context, not matches.
+        for (_, include) in params.iter().filter(|(k, _)| k == "_include") {
+            let (kind, id) = match include.as_str() {
+                "Location:organization" => ("Organization", "ttyt-dongphu"),
+                "Location:partof" => ("Location", "loc-ttyt"),
+                other => panic!("unsupported _include {other}"),
+            };
+            let r = resources.iter().find(|r| r["id"] == id).unwrap();
             entries.push(json!({
-                "fullUrl": format!("{base}/Organization/{}", org["id"].as_str().unwrap()),
-                "resource": org,
+                "fullUrl": format!("{base}/{kind}/{id}"),
+                "resource": r,
                 "search": {"mode": "include"}
             }));
         }
@@ -270,7 +274,7 @@ fn settings(server: &Server, prefix: &str, extra: Value) -> Value {
         "base_url": server.base(prefix),
         "resource_type": "Location",
         "count": 4,
-        "query": {"_include": "Location:organization"},
+        "query": {"_include": ["Location:organization", "Location:partof"]},
         "fields": fields(),
         "retry": {"max_attempts": 3, "initial_backoff_ms": 10, "max_backoff_ms": 20}
     });
@@ -292,7 +296,7 @@ async fn every_page_is_followed_and_fields_are_mapped() {
     assert_eq!(server.queries.lock().unwrap().len(), 5);
     assert!(
         out.batches[0].source.ends_with(
-            "/fhir/Location?_include=Location%3Aorganization&_count=4&_sort=_lastUpdated"
+            "/fhir/Location?_include=Location%3Aorganization&_include=Location%3Apartof&_count=4&_sort=_lastUpdated"
         ),
         "{}",
         out.batches[0].source
@@ -318,7 +322,15 @@ async fn every_page_is_followed_and_fields_are_mapped() {
     assert!(first.contains(&("_count".into(), "4".into())));
     assert!(!first.iter().any(|(k, _)| k == "_lastUpdated"));
 
-    // The _include'd Organization is on every page but is not a record.
+    // The _include'd Organization and centre are on every page but are not records: the
+    // centre comes once, as the match it also is.
+    assert_eq!(
+        out.strings("id")
+            .iter()
+            .filter(|id| *id == "loc-ttyt")
+            .count(),
+        1
+    );
     assert!(
         out.strings("id").iter().all(|id| id.starts_with("loc-")),
         "{:?}",

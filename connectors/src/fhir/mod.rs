@@ -36,10 +36,11 @@ pub struct FhirConfig {
     pub base_url: String,
     /// The resource type searched (`Location`).
     pub resource_type: String,
-    /// Search parameters (`{ "address-state" = "Bình Phước" }`), sent on the first request;
-    /// next links carry their own.
+    /// Search parameters (`{ "address-state" = "Bình Phước" }`, a list for a repeated one:
+    /// `{ _include = ["Location:organization", "Location:partof"] }`), sent on the first
+    /// request; next links carry their own.
     #[serde(default)]
-    pub query: BTreeMap<String, String>,
+    pub query: BTreeMap<String, QueryValue>,
     /// Page size asked for with `_count` (the server may give fewer).
     #[serde(default = "default_count")]
     pub count: u32,
@@ -68,6 +69,23 @@ pub struct FhirConfig {
     /// A guard against a server that never stops paginating.
     #[serde(default = "default_max_pages")]
     pub max_pages: u32,
+}
+
+/// A search parameter's value, or its values when it is repeated.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum QueryValue {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl QueryValue {
+    fn values(&self) -> &[String] {
+        match self {
+            QueryValue::One(v) => std::slice::from_ref(v),
+            QueryValue::Many(vs) => vs,
+        }
+    }
 }
 
 fn default_count() -> u32 {
@@ -222,7 +240,9 @@ impl Inner {
         {
             let mut pairs = url.query_pairs_mut();
             for (k, v) in &config.query {
-                pairs.append_pair(k, v);
+                for value in v.values() {
+                    pairs.append_pair(k, value);
+                }
             }
             pairs.append_pair("_count", &config.count.to_string());
             if config.sort {
