@@ -334,7 +334,7 @@ impl Connector for Open311Connector {
             let start = since
                 .as_deref()
                 .and_then(crate::time::parse_instant)
-                .map(|t| t - plan.overlap)
+                .and_then(|t| t.checked_sub_signed(plan.overlap))
                 .unwrap_or(plan.initial_start);
             // Whole seconds: the bounds are sent without fractions, and a split must not create
             // a bound the server cannot be asked for.
