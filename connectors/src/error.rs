@@ -54,6 +54,20 @@ pub enum ConnectorError {
         sql_type: String,
         message: String,
     },
+    /// The source answered with an error document of its own (a FHIR OperationOutcome, a
+    /// GeoReport error list) instead of data.
+    #[error("{url} reported an error: {message}")]
+    Reported { url: String, message: String },
+    /// A window of the smallest allowed length still returned as many records as the server
+    /// hands out per request, so some may be missing: failing beats storing a silent gap.
+    #[error(
+        "{url} returned {limit} records (the per-request cap) for a window of {window}, the smallest allowed: records may be cut off (lower min_window, or raise the server's limit and max_results_per_request)"
+    )]
+    WindowFull {
+        url: String,
+        limit: usize,
+        window: String,
+    },
 }
 
 impl ConnectorError {

@@ -10,14 +10,18 @@
 
 pub mod error;
 pub mod excel;
+pub mod fhir;
 pub mod file;
+pub mod http;
 pub mod http_json;
-pub mod mqtt;
 mod inbox;
+pub mod mqtt;
+pub mod open311;
 pub mod record;
 pub mod registry;
 pub mod retry;
 pub mod sql;
+pub mod time;
 
 pub use error::ConnectorError;
 pub use record::{Payload, RawBatch, RawRecord, ReadContext, SourceEvent, SourceStream};

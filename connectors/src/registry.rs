@@ -4,10 +4,12 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::{Connector, ConnectorError, excel, file, http_json, mqtt, sql};
+use crate::{Connector, ConnectorError, excel, fhir, file, http_json, mqtt, open311, sql};
 
 /// The connector kinds this build knows.
-pub const KINDS: &[&str] = &["file", "excel", "http_json", "mqtt", "postgres", "mysql"];
+pub const KINDS: &[&str] = &[
+    "file", "excel", "http_json", "fhir", "open311", "mqtt", "postgres", "mysql",
+];
 
 /// What a connector may need from the hub when it is built.
 #[derive(Debug, Clone)]
@@ -28,6 +30,8 @@ pub enum SourceConfig {
     Postgres(Box<sql::SqlConfig>),
     /// MySQL and MariaDB.
     Mysql(Box<sql::SqlConfig>),
+    Fhir(Box<fhir::FhirConfig>),
+    Open311(Box<open311::Open311Config>),
 }
 
 impl SourceConfig {
@@ -46,6 +50,10 @@ impl SourceConfig {
             "mqtt" => SourceConfig::Mqtt(Box::new(mqtt::MqttConfig::deserialize(settings)?)),
             "postgres" => SourceConfig::Postgres(Box::new(sql::SqlConfig::deserialize(settings)?)),
             "mysql" => SourceConfig::Mysql(Box::new(sql::SqlConfig::deserialize(settings)?)),
+            "fhir" => SourceConfig::Fhir(Box::new(fhir::FhirConfig::deserialize(settings)?)),
+            "open311" => {
+                SourceConfig::Open311(Box::new(open311::Open311Config::deserialize(settings)?))
+            }
             _ => return Ok(None),
         }))
     }
@@ -58,6 +66,8 @@ impl SourceConfig {
             SourceConfig::HttpJson(c) => c.validate(),
             SourceConfig::Mqtt(c) => c.validate(),
             SourceConfig::Postgres(c) | SourceConfig::Mysql(c) => c.validate(),
+            SourceConfig::Fhir(c) => c.validate(),
+            SourceConfig::Open311(c) => c.validate(),
         }
     }
 
@@ -69,6 +79,8 @@ impl SourceConfig {
             SourceConfig::Mqtt(c) => c.build(ctx),
             SourceConfig::Postgres(c) => c.build(ctx, sql::Dialect::Postgres),
             SourceConfig::Mysql(c) => c.build(ctx, sql::Dialect::Mysql),
+            SourceConfig::Fhir(c) => c.build(ctx),
+            SourceConfig::Open311(c) => c.build(ctx),
         }
     }
 }

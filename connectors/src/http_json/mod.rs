@@ -1,46 +1,26 @@
 //! `http_json`: records from a JSON REST API, page after page.
 //!
-//! Secrets never live in the pipeline file: `auth` names environment variables. Each request has
-//! its own timeout; timeouts, refused connections, 429 and 5xx are retried with exponential
-//! backoff (honouring `Retry-After`), any other 4xx fails the run at once, and a body that is not
-//! JSON fails the run with the start of the body in the message.
+//! Requests, retries and `auth` are the shared [`crate::http`] client's: each request has its
+//! own timeout; timeouts, refused connections, 429 and 5xx are retried with exponential backoff
+//! (honouring `Retry-After`), any other 4xx fails the run at once, and a body that is not JSON
+//! fails the run with the start of the body in the message.
 
-mod fetch;
 mod pagination;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::Value;
 
+pub use crate::http::{Auth, HttpMethod};
+use crate::http::{ClientOptions, HttpClient};
 use crate::record::{Payload, RawBatch, RawRecord, ReadContext, SourceEvent, SourceStream};
 use crate::registry::BuildContext;
 use crate::retry::RetryConfig;
 use crate::{Connector, ConnectorError};
 pub use pagination::Pagination;
-
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum HttpMethod {
-    #[default]
-    Get,
-    Post,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Auth {
-    /// `Authorization: Bearer <value of token_env>`.
-    Bearer { token_env: String },
-    /// HTTP basic authentication from two environment variables.
-    Basic {
-        username_env: String,
-        password_env: String,
-    },
-}
 
 /// Unknown keys are not refused here but reported by the hub's config check (with their
 /// line), which collects every one of them instead of stopping at the first.
@@ -88,11 +68,7 @@ fn default_max_pages() -> u32 {
 impl HttpJsonConfig {
     pub fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
-        match url::Url::parse(&self.url) {
-            Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
-            Ok(u) => problems.push(format!("url scheme {:?} is not http or https", u.scheme())),
-            Err(e) => problems.push(format!("url {:?} is not a valid URL: {e}", self.url)),
-        }
+        problems.extend(crate::http::validate_url("url", &self.url));
         if !self.records_at.is_empty() && !self.records_at.starts_with('/') {
             problems.push(format!(
                 "records_at {:?} must be a JSON pointer starting with '/' (or empty)",
@@ -102,25 +78,11 @@ impl HttpJsonConfig {
         if self.body.is_some() && self.method != HttpMethod::Post {
             problems.push("body is sent only with method = \"post\"".into());
         }
-        if self.timeout_seconds == 0 {
-            problems.push("timeout_seconds must be at least 1".into());
-        }
-        if self.retry.max_attempts == 0 {
-            problems.push("retry.max_attempts must be at least 1".into());
-        }
-        for (name, value) in &self.headers {
-            if name.eq_ignore_ascii_case("authorization") {
-                problems.push(
-                    "headers.Authorization is not allowed: put secrets in environment variables and use auth"
-                        .into(),
-                );
-            }
-            if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err()
-                || reqwest::header::HeaderValue::from_str(value).is_err()
-            {
-                problems.push(format!("header {name:?} is not a valid HTTP header"));
-            }
-        }
+        problems.extend(crate::http::validate_settings(
+            &self.headers,
+            self.timeout_seconds,
+            &self.retry,
+        ));
         if let Some(p) = &self.pagination {
             problems.extend(p.validate());
         }
@@ -132,16 +94,18 @@ impl HttpJsonConfig {
         if !problems.is_empty() {
             return Err(ConnectorError::Config(problems.join("; ")));
         }
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(self.timeout_seconds))
-            .connect_timeout(Duration::from_secs(self.timeout_seconds.min(10)))
-            .user_agent(concat!("iochub/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| ConnectorError::Config(format!("HTTP client: {e}")))?;
+        let http = HttpClient::new(ClientOptions {
+            accept: "application/json",
+            headers: self.headers.clone(),
+            auth: self.auth.clone(),
+            timeout_seconds: self.timeout_seconds,
+            retry: self.retry.clone(),
+            describe_error: None,
+        })?;
         Ok(Box::new(HttpJsonConnector {
             inner: Arc::new(Inner {
                 config: self.clone(),
-                client,
+                http,
             }),
         }))
     }
@@ -149,7 +113,7 @@ impl HttpJsonConfig {
 
 struct Inner {
     config: HttpJsonConfig,
-    client: reqwest::Client,
+    http: HttpClient,
 }
 
 struct HttpJsonConnector {
@@ -172,13 +136,8 @@ impl Connector for HttpJsonConnector {
                 if page > config.max_pages {
                     Err(ConnectorError::TooManyPages { url: config.url.clone(), pages: config.max_pages })?;
                 }
-                let body = fetch::fetch_with_retries(&inner.client, config, &url).await?;
-                let document: Value = serde_json::from_slice(&body).map_err(|e| {
-                    ConnectorError::InvalidResponse {
-                        url: url.to_string(),
-                        message: format!("body is not JSON ({e}); it starts with {:?}", snippet(&body)),
-                    }
-                })?;
+                let body = inner.http.send(config.method, &url, config.body.as_ref()).await?;
+                let document = crate::http::parse_json(&url, &body)?;
                 let Some(Value::Array(items)) = document.pointer(&config.records_at) else {
                     Err(ConnectorError::InvalidResponse {
                         url: url.to_string(),
@@ -211,10 +170,4 @@ impl Connector for HttpJsonConnector {
         }
         .boxed()
     }
-}
-
-/// The start of a body, for error messages about responses that are not what was expected.
-fn snippet(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
-    text.into_owned()
 }
