@@ -8,7 +8,14 @@ use crate::{Connector, ConnectorError, excel, fhir, file, http_json, mqtt, open3
 
 /// The connector kinds this build knows.
 pub const KINDS: &[&str] = &[
-    "file", "excel", "http_json", "fhir", "open311", "mqtt", "postgres", "mysql",
+    "file",
+    "excel",
+    "http_json",
+    "fhir",
+    "open311",
+    "mqtt",
+    "postgres",
+    "mysql",
 ];
 
 /// What a connector may need from the hub when it is built.

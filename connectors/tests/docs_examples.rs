@@ -34,7 +34,16 @@ fn documented_examples_are_valid_settings() {
         );
         checked.push(kind);
     }
-    for kind in ["file", "http_json", "fhir", "open311"] {
+    for kind in [
+        "file",
+        "excel",
+        "http_json",
+        "fhir",
+        "open311",
+        "mqtt",
+        "postgres",
+        "mysql",
+    ] {
         assert!(
             checked.iter().any(|k| k == kind),
             "no example for {kind}: {checked:?}"

@@ -134,11 +134,7 @@ async fn search(
         .resources
         .iter()
         .filter(|r| r["resourceType"] == resource_type.as_str())
-        .filter(|r| {
-            filters
-                .iter()
-                .all(|f| last_updated(r).is_some_and(|t| f(t)))
-        })
+        .filter(|r| filters.iter().all(|f| last_updated(r).is_some_and(f)))
         .collect();
     if sort {
         matched.sort_by_key(|r| last_updated(r));

@@ -62,26 +62,23 @@ fn georeport_error(code: u16, description: &str) -> Response {
         .into_response()
 }
 
-fn instant(name: &str, text: &Option<String>) -> Result<Option<DateTime<FixedOffset>>, Response> {
+/// The window bound `name`, or the message for a bound that is not a time with an offset.
+fn instant(name: &str, text: &Option<String>) -> Result<Option<DateTime<FixedOffset>>, String> {
     match text {
         None => Ok(None),
-        Some(t) => DateTime::parse_from_rfc3339(t).map(Some).map_err(|_| {
-            georeport_error(
-                400,
-                &format!("{name} {t:?} is not an ISO 8601 time with an offset"),
-            )
-        }),
+        Some(t) => DateTime::parse_from_rfc3339(t)
+            .map(Some)
+            .map_err(|_| format!("{name} {t:?} is not an ISO 8601 time with an offset")),
     }
 }
 
 async fn requests(State(data): State<Arc<Open311Data>>, Query(window): Query<Window>) -> Response {
-    let start = match instant("start_date", &window.start_date) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let end = match instant("end_date", &window.end_date) {
-        Ok(e) => e,
-        Err(r) => return r,
+    let (start, end) = match (
+        instant("start_date", &window.start_date),
+        instant("end_date", &window.end_date),
+    ) {
+        (Ok(s), Ok(e)) => (s, e),
+        (Err(message), _) | (_, Err(message)) => return georeport_error(400, &message),
     };
     let matched: Vec<&Value> = data
         .reports

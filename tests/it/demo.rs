@@ -123,8 +123,7 @@ async fn an_overlay_naming_no_pipeline_is_a_config_problem() {
         ..Default::default()
     };
     let problems = config::load(&repo().join("config.toml"), &overrides)
-        .err()
-        .expect("refused")
+        .expect_err("refused")
         .to_string();
     assert!(
         problems.contains("no pipeline is named \"no_such_dataset\""),
@@ -135,4 +134,67 @@ async fn an_overlay_naming_no_pipeline_is_a_config_problem() {
         "{problems}"
     );
     assert!(problems.contains("sources.toml"), "{problems}");
+}
+
+#[tokio::test]
+async fn health_facilities_over_fhir_and_reports_over_open311() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = iochub::demo::DemoData::load(&repo().join("samples")).unwrap();
+    let (addr, _server) = iochub::demo::serve("127.0.0.1:0".parse().unwrap(), data)
+        .await
+        .unwrap();
+    // The shipped demo sources, pointed at this test's port.
+    let shipped = std::fs::read_to_string(repo().join("demo/sources.toml")).unwrap();
+    let overlay = shipped.replace("127.0.0.1:8090", &addr.to_string());
+    let hub = hub_with_sources(dir.path(), &overlay).await;
+
+    let reports = hub.run("citizen_reports", "test").await.unwrap();
+    assert_eq!(reports.error, None);
+    // 63 reports; line 63 repeats line 6's id, so it updates that report.
+    assert_eq!(
+        count(&hub, "SELECT count(*) FROM citizen_reports").await,
+        62
+    );
+    let sources = rows(&hub, "SELECT DISTINCT _source FROM citizen_reports").await;
+    assert!(
+        sources
+            .iter()
+            .all(|s| s[0].as_str().unwrap().contains("/open311/requests.json?")),
+        "{sources:?}"
+    );
+    let again = hub.run("citizen_reports", "test").await.unwrap();
+    assert_eq!(again.error, None);
+    assert!(
+        again.fetched < reports.fetched,
+        "the second run asks only from the newest updated_datetime: {} then {}",
+        reports.fetched,
+        again.fetched
+    );
+
+    let facilities = hub.run("health_facilities", "test").await.unwrap();
+    assert_eq!(facilities.error, None);
+    // 18 Locations in the sample; the 3 bad ones (entries 16-18 of the file) are quarantined.
+    assert_eq!((facilities.fetched, facilities.rejected), (18, 3));
+    assert_eq!(
+        count(&hub, "SELECT count(*) FROM health_facilities").await,
+        15
+    );
+    let urls = rows(
+        &hub,
+        "SELECT \"fullUrl\" FROM health_facilities ORDER BY 1 LIMIT 1",
+    )
+    .await;
+    assert!(
+        urls[0][0]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("http://{addr}/fhir/Location/")),
+        "{urls:?}"
+    );
+    let second = hub.run("health_facilities", "test").await.unwrap();
+    assert_eq!(
+        (second.fetched, second.error),
+        (0, None),
+        "nothing changed since"
+    );
 }

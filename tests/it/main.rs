@@ -12,3 +12,4 @@ mod run_state;
 mod samples;
 mod scheduling;
 mod sharing;
+mod sql_source;
