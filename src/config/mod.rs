@@ -102,6 +102,10 @@ pub struct Pipeline {
     pub checks: Vec<Check>,
     /// The stored table's columns: the schema's (or the transform's output), then the hub's.
     pub table_schema: arrow::datatypes::SchemaRef,
+    /// Columns computed at each read (`[[computed]]`), after the stored ones.
+    pub computed: Arc<Vec<crate::query::computed::ComputedColumn>>,
+    /// The stored columns and the computed ones: what queries see.
+    pub query_schema: arrow::datatypes::SchemaRef,
 }
 
 pub fn load(path: &Path, overrides: &Overrides) -> Result<HubConfig, ConfigErrors> {
@@ -487,6 +491,7 @@ fn check_pipeline(
         }
         (None, _) => None,
     };
+    let computed = plan_computed(source, &file, table_schema.as_ref(), functions, problems);
     if let Some(schema) = &schema {
         for (i, check) in file.checks.iter().enumerate() {
             if let Err(e) =
@@ -589,8 +594,79 @@ fn check_pipeline(
         run_retry: file.run_retry,
         transform: file.transform,
         checks: file.checks,
+        query_schema: query_schema(table_schema.as_ref()?, &computed),
+        computed: Arc::new(computed),
         table_schema: table_schema?,
     })
+}
+
+/// Plans each `[[computed]]` column over the stored columns; problems carry their line.
+fn plan_computed(
+    source: &TomlSource<'_>,
+    file: &pipeline::PipelineFile,
+    table_schema: Option<&arrow::datatypes::SchemaRef>,
+    functions: &datafusion::prelude::SessionContext,
+    problems: &mut Vec<Problem>,
+) -> Vec<crate::query::computed::ComputedColumn> {
+    let Some(stored) = table_schema else {
+        return Vec::new();
+    };
+    let mut planned: Vec<crate::query::computed::ComputedColumn> = Vec::new();
+    for (i, spec) in file.computed.iter().enumerate() {
+        let at = format!("computed.{i}");
+        if !is_identifier(&spec.name) || spec.name.starts_with('_') {
+            problems.push(source.problem(
+                Some(&format!("{at}.name")),
+                format!(
+                    "computed column name {:?} must be an SQL identifier not starting with _",
+                    spec.name
+                ),
+            ));
+            continue;
+        }
+        if stored.field_with_name(&spec.name).is_ok() || planned.iter().any(|c| c.name == spec.name)
+        {
+            problems.push(source.problem(
+                Some(&format!("{at}.name")),
+                format!(
+                    "computed column {:?} is already a column of the table",
+                    spec.name
+                ),
+            ));
+            continue;
+        }
+        match crate::query::computed::ComputedColumn::plan(functions, stored, &spec.name, &spec.sql)
+        {
+            Ok(mut c) => {
+                c.description = spec.description.clone();
+                planned.push(c);
+            }
+            Err(e) => problems.push(source.problem(
+                Some(&format!("{at}.sql")),
+                format!("computed column {:?}: {e}", spec.name),
+            )),
+        }
+    }
+    planned
+}
+
+fn query_schema(
+    stored: &arrow::datatypes::SchemaRef,
+    computed: &[crate::query::computed::ComputedColumn],
+) -> arrow::datatypes::SchemaRef {
+    if computed.is_empty() {
+        return stored.clone();
+    }
+    let fields: Vec<arrow::datatypes::Field> = stored
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .chain(computed.iter().map(|c| c.field.clone()))
+        .collect();
+    Arc::new(arrow::datatypes::Schema::new_with_metadata(
+        fields,
+        stored.metadata().clone(),
+    ))
 }
 
 fn load_source(

@@ -39,6 +39,20 @@ pub struct PipelineFile {
     /// Rules across fields that JSON Schema cannot state; a record breaking one is quarantined.
     #[serde(default)]
     pub checks: Vec<Check>,
+    /// Columns computed when the table is read (values that depend on the time of the
+    /// query, such as whether an open report is overdue).
+    #[serde(default)]
+    pub computed: Vec<ComputedSpec>,
+}
+
+/// `[[computed]]`: an SQL expression over the stored columns, evaluated at each query.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct ComputedSpec {
+    pub name: String,
+    pub sql: String,
+    /// Vietnamese, shown in the catalog like a schema column's description.
+    #[serde(default)]
+    pub description: String,
 }
 
 /// A rule over one record's columns, as an SQL boolean expression (`a + b = c`). A record for

@@ -24,6 +24,7 @@ use tokio::sync::{Mutex as AsyncMutex, Notify};
 use crate::config::{HubConfig, Pipeline};
 use crate::ingest::{self, RunReport};
 use crate::metrics::Metrics;
+use crate::query::computed::ComputedTable;
 use crate::query::{QueryEngine, QueryError};
 use crate::schedule;
 use crate::state::{SqliteStateStore, StateError, StateStore};
@@ -152,7 +153,10 @@ impl Hub {
             let table = store.open(&pipeline.name, &pipeline.table_schema).await?;
             engine.register(
                 &pipeline.name,
-                store.provider(&pipeline.name, &table).await?,
+                ComputedTable::wrap(
+                    store.provider(&pipeline.name, &table).await?,
+                    pipeline.computed.clone(),
+                ),
             )?;
             tables.insert(pipeline.name.clone(), AsyncMutex::new(table));
             run_locks.insert(pipeline.name.clone(), AsyncMutex::new(()));
@@ -405,7 +409,10 @@ impl Hub {
         };
         let mut table = lock.lock().await;
         let new = commit(&self.store, table.clone()).await?;
-        let provider = self.store.provider(name, &new).await?;
+        let mut provider = self.store.provider(name, &new).await?;
+        if let Some(p) = self.config.pipelines.iter().find(|p| p.name == name) {
+            provider = ComputedTable::wrap(provider, p.computed.clone());
+        }
         self.engine
             .register(name, provider)
             .map_err(|e| StorageError::Other {

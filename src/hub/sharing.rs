@@ -232,7 +232,7 @@ impl Hub {
                 crate::normalize::SOURCE,
             ];
             let columns = p
-                .table_schema
+                .query_schema
                 .fields()
                 .iter()
                 .filter(|f| !hub_columns.contains(&f.name().as_str()))
@@ -243,6 +243,12 @@ impl Hub {
                         .schema
                         .column(f.name())
                         .map(|c| c.description.clone())
+                        .or_else(|| {
+                            p.computed
+                                .iter()
+                                .find(|c| c.name == *f.name())
+                                .map(|c| c.description.clone())
+                        })
                         .unwrap_or_default(),
                     mask: view.columns.iter().find(|(n, _)| n == f.name()).and_then(
                         |(_, v)| match v {

@@ -9,6 +9,7 @@
 //! reach the server's files. Each query gets its own memory pool and runs in its own task, so a
 //! query that panics or exhausts its pool fails alone.
 
+pub mod computed;
 mod format;
 
 use std::collections::HashMap;

@@ -132,7 +132,7 @@ pub fn visibility(
         // The stored columns (a transform may rename, add or drop); personal data is known
         // by the schema's `x-pii` on a column of the same name.
         let columns = p
-            .table_schema
+            .query_schema
             .fields()
             .iter()
             .map(|f| {
@@ -299,7 +299,7 @@ pub fn operator_visibility(pipelines: &[std::sync::Arc<Pipeline>]) -> Visibility
             .map(|p| DatasetView {
                 dataset: p.name.clone(),
                 columns: p
-                    .table_schema
+                    .query_schema
                     .fields()
                     .iter()
                     .map(|f| (f.name().clone(), ColumnView::Clear))

@@ -1,6 +1,7 @@
 //! Integration tests: one test binary, so the heavy dependencies are linked once.
 
 mod common;
+mod computed;
 mod config_check;
 mod demo;
 mod feed;
