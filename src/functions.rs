@@ -212,6 +212,9 @@ pub fn register_all(
 ) {
     ctx.register_udf(crate::sharing::masks::mask_phone_udf());
     ctx.register_udf(crate::sharing::masks::mask_initials_udf());
+    for f in crate::local_time::functions(time_zone) {
+        ctx.register_udf(f);
+    }
     for f in calendar_functions(calendar, time_zone) {
         ctx.register_udf(f);
     }

@@ -11,6 +11,7 @@ pub mod functions;
 pub mod http;
 pub mod hub;
 pub mod ingest;
+pub mod local_time;
 pub mod metrics;
 pub mod normalize;
 pub mod pg;

@@ -199,7 +199,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             samples, no_mqtt, ..
         } => {
             let samples = config::resolve_path(&cli.config, &samples);
-            start_demo_sources(&samples, !no_mqtt).await?;
+            start_demo_sources(&samples, &config, !no_mqtt).await?;
             serve(config).await
         }
         Command::Token { .. } => Ok(ExitCode::SUCCESS),
@@ -252,34 +252,43 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// Where the demo's sources (`demo/sources.toml`) expect the demo servers.
 const DEMO_SOURCES_ADDR: &str = "127.0.0.1:8090";
-const DEMO_MQTT_TOPIC: &str = "iochub-demo/frigate/events";
 
 /// Starts the demo's FHIR and Open311 sources, and publishes the sample camera events to the
-/// local MQTT broker once the hub had time to subscribe (its first run makes the session).
-async fn start_demo_sources(samples: &Path, mqtt: bool) -> anyhow::Result<()> {
+/// MQTT broker for the `camera_events` pipeline's session (made first, so nothing published
+/// is lost however long the hub takes to start).
+async fn start_demo_sources(
+    samples: &Path,
+    config: &config::HubConfig,
+    mqtt: bool,
+) -> anyhow::Result<()> {
     let data = iochub::demo::DemoData::load(samples)?;
     let addr: SocketAddr = DEMO_SOURCES_ADDR.parse()?;
     let (bound, _task) = iochub::demo::serve(addr, data).await?;
     tracing::info!(
         "demo sources: FHIR at http://{bound}/fhir/Location, Open311 at http://{bound}/open311/requests.json"
     );
-    if mqtt {
+    let mqtt_source = config.pipelines.iter().find_map(|p| match &p.source {
+        iochub_connectors::SourceConfig::Mqtt(c) if mqtt => Some((
+            c.host.clone(),
+            c.port,
+            c.client_id
+                .clone()
+                .unwrap_or_else(|| format!("iochub-{}", p.name)),
+            c.topic.clone(),
+        )),
+        _ => None,
+    });
+    if let Some((host, port, client_id, topic)) = mqtt_source {
         let samples = samples.to_path_buf();
         tokio::spawn(async move {
-            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
-            match iochub::demo::mqtt::publish_camera_events(
-                &samples,
-                "127.0.0.1",
-                1883,
-                DEMO_MQTT_TOPIC,
-            )
-            .await
-            {
-                Ok(n) => tracing::info!(
-                    messages = n,
-                    topic = DEMO_MQTT_TOPIC,
-                    "demo: published the sample camera events"
-                ),
+            let published = async {
+                iochub::demo::mqtt::ensure_session(&host, port, &client_id, &topic).await?;
+                iochub::demo::mqtt::publish_camera_events(&samples, &host, port, &topic).await
+            };
+            match published.await {
+                Ok(n) => {
+                    tracing::info!(messages = n, %topic, "demo: published the sample camera events")
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "demo: could not publish the sample camera events (is Mosquitto running?)")
                 }

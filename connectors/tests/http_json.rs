@@ -81,3 +81,31 @@ async fn auth_retries_and_error_bodies() {
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn a_next_link_to_another_host_is_refused_before_credentials_follow_it() {
+    let app = Router::new().route(
+        "/items",
+        get(|| async {
+            axum::Json(json!({
+                "data": [{"id": "a"}],
+                "next": "http://collector.other.invalid/items?page=2"
+            }))
+        }),
+    );
+    let addr = serve(app).await;
+    let c = connector(
+        "http_json",
+        json!({
+            "url": format!("http://{addr}/items"),
+            "records_at": "/data",
+            "pagination": {"type": "next_link", "pointer": "/next"},
+        }),
+    );
+    let e = read(c.as_ref(), None, None).await.unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("next link http://collector.other.invalid/items?page=2 leaves"),
+        "{e}"
+    );
+}

@@ -117,6 +117,20 @@ fn ids(records: &[RawRecord]) -> Vec<String> {
         .collect()
 }
 
+/// The spool's segment files (its lock file aside).
+fn spool_segments(state: &Path) -> usize {
+    std::fs::read_dir(state.join("camera_events/mqtt-spool"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "jsonl")
+        })
+        .count()
+}
+
 #[tokio::test]
 async fn events_published_while_away_arrive_and_stay_spooled_until_committed() {
     let state = tempfile::tempdir().unwrap();
@@ -157,9 +171,7 @@ async fn events_published_while_away_arrive_and_stay_spooled_until_committed() {
         .unwrap();
     assert_eq!(ids(&third.records), ["e4"]);
     assert_eq!(third.checkpoint, Some(json!({"seq": 4})));
-    let segments = std::fs::read_dir(state.path().join("camera_events/mqtt-spool"))
-        .unwrap()
-        .count();
+    let segments = spool_segments(state.path());
     assert_eq!(segments, 1, "the committed segments were removed");
 
     let idle = read(&config, state.path(), Some(json!({"seq": 4})))
@@ -167,9 +179,7 @@ async fn events_published_while_away_arrive_and_stay_spooled_until_committed() {
         .unwrap();
     assert!(idle.records.is_empty());
     assert_eq!(idle.checkpoint, None);
-    let segments = std::fs::read_dir(state.path().join("camera_events/mqtt-spool"))
-        .unwrap()
-        .count();
+    let segments = spool_segments(state.path());
     assert_eq!(segments, 0, "nothing left once all is committed");
 }
 
@@ -236,4 +246,34 @@ fn settings_are_checked() {
         "{problems}"
     );
     assert!(problems.contains("batch_size"), "{problems}");
+}
+
+#[tokio::test]
+async fn an_oversized_message_is_quarantined_and_the_next_ones_still_arrive() {
+    let state = tempfile::tempdir().unwrap();
+    let topic = unique("iochub-test/big");
+    let settings: toml::Value = toml::from_str(&format!(
+        "topic = {topic:?}\nclient_id = {:?}\nidle_ms = 400\nmax_payload_bytes = 1000\n",
+        unique("iochub-test")
+    ))
+    .unwrap();
+    let config = SourceConfig::deserialize("mqtt", settings)
+        .unwrap()
+        .unwrap();
+    read(&config, state.path(), None).await.unwrap();
+    publish(&topic, &[vec![b'x'; 5000], event("after-the-big-one")]).await;
+    let out = read(&config, state.path(), None).await.unwrap();
+    assert_eq!(out.records.len(), 2);
+    match &out.records[0].payload {
+        Payload::Unreadable { error, .. } => {
+            assert!(error.contains("5000 bytes"), "{error}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(ids(&out.records[1..]), ["after-the-big-one"]);
+    // Acknowledged: the broker does not send it again.
+    let next = read(&config, state.path(), Some(json!({"seq": 2})))
+        .await
+        .unwrap();
+    assert!(next.records.is_empty());
 }

@@ -184,7 +184,7 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<HubConfig, ConfigError
     };
     let pipelines = load_pipelines(&pipelines_dir, &context, &mut problems);
     if let Some(overlay) = &overlay {
-        overlay.check_all_used(&pipelines, &mut problems);
+        overlay.check_all_used(&mut problems);
     }
     let mut generated_tokens = Vec::new();
     let consumers = match Consumers::from_config(&file.consumers, &mut generated_tokens) {
@@ -320,6 +320,8 @@ struct PipelineContext<'a> {
 struct SourcesOverlay<'a> {
     source: TomlSource<'a>,
     tables: toml::Table,
+    /// The datasets whose pipeline file asked for its source (valid or not).
+    used: std::cell::RefCell<std::collections::HashSet<String>>,
 }
 
 impl<'a> SourcesOverlay<'a> {
@@ -332,16 +334,22 @@ impl<'a> SourcesOverlay<'a> {
                 toml::Table::new()
             }
         };
-        SourcesOverlay { source, tables }
+        SourcesOverlay {
+            source,
+            tables,
+            used: Default::default(),
+        }
     }
 
     fn source_of(&self, dataset: &str) -> Option<&toml::Table> {
+        self.used.borrow_mut().insert(dataset.to_string());
         self.tables.get(dataset).and_then(toml::Value::as_table)
     }
 
-    fn check_all_used(&self, pipelines: &[Arc<Pipeline>], problems: &mut Vec<Problem>) {
+    fn check_all_used(&self, problems: &mut Vec<Problem>) {
+        let used = self.used.borrow();
         for name in self.tables.keys() {
-            if !pipelines.iter().any(|p| &p.name == name) {
+            if !used.contains(name) {
                 problems.push(
                     self.source
                         .problem(Some(name), format!("no pipeline is named {name:?}")),
@@ -563,8 +571,8 @@ fn check_pipeline(
         .overlay
         .and_then(|o| Some((o, o.source_of(&file.name)?)))
     {
-        Some((overlay, table)) => load_source(&overlay.source, table, problems),
-        None => load_source(source, &file.source, problems),
+        Some((overlay, table)) => load_source(&overlay.source, table, &file.name, problems),
+        None => load_source(source, &file.source, "source", problems),
     };
     if problems.len() > before {
         return None;
@@ -669,9 +677,12 @@ fn query_schema(
     ))
 }
 
+/// `at` is where the table sits in its file: `source` in a pipeline, the dataset's name in a
+/// sources overlay.
 fn load_source(
     source: &TomlSource<'_>,
     table: &toml::Table,
+    at: &str,
     problems: &mut Vec<Problem>,
 ) -> (String, Option<SourceConfig>) {
     let mut settings = table.clone();
@@ -679,9 +690,9 @@ fn load_source(
         Some(toml::Value::String(k)) => k,
         _ => {
             problems.push(source.problem(
-                Some("source"),
+                Some(at),
                 format!(
-                    "source.kind is missing; one of: {}",
+                    "{at}.kind is missing; one of: {}",
                     iochub_connectors::KINDS.join(", ")
                 ),
             ));
@@ -696,7 +707,7 @@ fn load_source(
         }),
     );
     for key in unknown {
-        let dotted = format!("source.{key}");
+        let dotted = format!("{at}.{key}");
         problems.push(source.problem(
             Some(&dotted),
             format!("unknown key `{dotted}` for connector {kind:?}"),
@@ -705,13 +716,13 @@ fn load_source(
     match parsed {
         Ok(Some(config)) => {
             for p in config.validate() {
-                problems.push(source.problem(Some("source"), format!("source: {p}")));
+                problems.push(source.problem(Some(at), format!("{at}: {p}")));
             }
             (kind, Some(config))
         }
         Ok(None) => {
             problems.push(source.problem(
-                Some("source.kind"),
+                Some(&format!("{at}.kind")),
                 format!(
                     "unknown connector kind {kind:?}; one of: {}",
                     iochub_connectors::KINDS.join(", ")
@@ -720,8 +731,7 @@ fn load_source(
             (kind, None)
         }
         Err(e) => {
-            problems
-                .push(source.problem(Some("source"), format!("source: {}", e.message().trim())));
+            problems.push(source.problem(Some(at), format!("{at}: {}", e.message().trim())));
             (kind, None)
         }
     }

@@ -172,7 +172,7 @@ async fn search(
         format!("{base}?{query}")
     };
     let mut links = vec![json!({ "relation": "self", "url": link_to(offset) })];
-    if offset + count < matched.len() {
+    if offset.saturating_add(count) < matched.len() {
         links.push(json!({ "relation": "next", "url": link_to(offset + count) }));
     }
     let bundle = json!({

@@ -8,8 +8,8 @@
 //!   with `start_date`/`end_date` on `updated_datetime`, `services.json`).
 //! - `mqtt.rs`: Frigate's `frigate/events` messages, published to the local MQTT broker.
 //!
-//! The demo's pipelines (`demo/pipelines/`) replace the file-based pipelines of the same
-//! datasets; the others still read `samples/`. Nothing here is used by `serve`.
+//! `demo/sources.toml` gives the datasets fed by these their `[source]` (the others still read
+//! `samples/`). Nothing here is used by `serve`.
 
 pub mod fhir;
 pub mod mqtt;

@@ -16,6 +16,53 @@ pub enum PublishError {
     Broker { addr: String, message: String },
 }
 
+/// Makes the broker keep messages for `client_id`'s persistent session on `topic` (subscribes
+/// with QoS 1 and leaves), so what the demo publishes next waits for the hub's first run
+/// however long the hub takes to start.
+pub async fn ensure_session(
+    host: &str,
+    port: u16,
+    client_id: &str,
+    topic: &str,
+) -> Result<(), PublishError> {
+    let broker = |message: String| PublishError::Broker {
+        addr: format!("{host}:{port}"),
+        message,
+    };
+    let mut options = MqttOptions::new(client_id, host, port);
+    options
+        .set_clean_session(false)
+        .set_keep_alive(Duration::from_secs(10));
+    // Acknowledging nothing: what the session already holds stays for the hub.
+    options.set_manual_acks(true);
+    let (client, mut eventloop) = AsyncClient::new(options, 8);
+    client
+        .subscribe(topic, QoS::AtLeastOnce)
+        .await
+        .map_err(|e| broker(e.to_string()))?;
+    let subscribed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::SubAck(_))) => return Ok(()),
+                Ok(_) => {}
+                Err(e) => return Err(broker(e.to_string())),
+            }
+        }
+    })
+    .await
+    .map_err(|_| broker("no SUBACK in 10 s".into()))?;
+    subscribed?;
+    let _ = client.disconnect().await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while !matches!(
+            eventloop.poll().await,
+            Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_)
+        ) {}
+    })
+    .await;
+    Ok(())
+}
+
 /// Sends each sample line's `payload` (QoS 1) to `topic`; returns how many the broker
 /// acknowledged. A line that is not JSON is sent as its raw text, so the hub's quarantine
 /// shows it.

@@ -294,17 +294,8 @@ impl Connector for FhirConnector {
                 if let Some(t) = read.last_updated.as_deref() {
                     last_updated = crate::time::later(last_updated, t);
                 }
-                if let Some(next) = &read.next
-                    && next.origin() != first.origin()
-                {
-                    // The credentials of `auth` go with every request: never to another host.
-                    Err(ConnectorError::InvalidResponse {
-                        url: url.to_string(),
-                        message: format!(
-                            "next link {next} leaves {}; refused so that credentials stay with the server (check the server's public base URL setting)",
-                            first.origin().ascii_serialization()
-                        ),
-                    })?;
+                if let Some(next) = &read.next {
+                    crate::http::check_same_origin(&first, next, &url)?;
                 }
                 yield SourceEvent::Batch(RawBatch {
                     source: url.as_str().into(),

@@ -254,6 +254,21 @@ fn env(name: &str) -> Result<String, ConnectorError> {
 }
 
 /// The start of a body, for error messages about responses that are not what was expected.
+/// Refuses a link (a next page) that leaves the configured server: the credentials of `auth`
+/// go with every request, so they must never reach another host.
+pub fn check_same_origin(first: &Url, next: &Url, page: &Url) -> Result<(), ConnectorError> {
+    if next.origin() == first.origin() {
+        return Ok(());
+    }
+    Err(ConnectorError::InvalidResponse {
+        url: page.to_string(),
+        message: format!(
+            "next link {next} leaves {}; refused so that credentials stay with the server (check the server's public base URL setting)",
+            first.origin().ascii_serialization()
+        ),
+    })
+}
+
 pub fn snippet(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
     text.into_owned()

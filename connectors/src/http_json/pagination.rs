@@ -238,14 +238,14 @@ pub fn next_request(
             None | Some(Value::Null) => None,
             Some(Value::String(link)) if link.is_empty() => None,
             Some(Value::String(link)) => {
-                Some(
-                    current
-                        .join(link)
-                        .map_err(|e| ConnectorError::InvalidResponse {
-                            url: current.to_string(),
-                            message: format!("next link {link:?} is not a URL: {e}"),
-                        })?,
-                )
+                let next = current
+                    .join(link)
+                    .map_err(|e| ConnectorError::InvalidResponse {
+                        url: current.to_string(),
+                        message: format!("next link {link:?} is not a URL: {e}"),
+                    })?;
+                crate::http::check_same_origin(start, &next, current)?;
+                Some(next)
             }
             Some(other) => {
                 return Err(ConnectorError::InvalidResponse {

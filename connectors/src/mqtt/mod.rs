@@ -55,7 +55,8 @@ pub struct MqttConfig {
     /// ... or after this many messages.
     #[serde(default = "default_max_messages")]
     pub max_messages: usize,
-    /// Larger messages are refused by the client (the broker then drops them for us).
+    /// Larger messages are not kept: each becomes an unreadable record (its size and topic)
+    /// for the quarantine, acknowledged like any other.
     #[serde(default = "default_max_payload")]
     pub max_payload_bytes: usize,
     /// Wrap each message as `{topic, received_at, payload}` (true), or use the payload alone.
@@ -171,9 +172,18 @@ impl Connector for MqttConnector {
             let dir = inner.spool_dir.clone();
             let mut spool = blocking(move || Spool::open(&dir, committed)).await?;
             let writer = spool.writer(spool.next_seq(committed))?;
-            let closed = drain(&inner, writer).await?;
+            let (closed, failed) = drain(&inner, writer).await?;
             spool.add_segment(closed);
             let segments = spool.pending_segments(committed);
+            if let Some(error) = failed {
+                // What is already spooled is safe and acknowledged: store it rather than let
+                // a broker problem hold it back. With nothing to store, the run fails.
+                if segments.is_empty() {
+                    Err(error)?;
+                } else {
+                    tracing::warn!(client_id = %inner.client_id, error = %error, "the MQTT broker failed during the drain; storing what is spooled");
+                }
+            }
             let (tx, mut rx) = mpsc::channel(2);
             let batch_size = inner.config.batch_size;
             let envelope = inner.config.envelope;
@@ -263,6 +273,17 @@ fn read_pending(
 
 fn to_record(message: SpooledMessage, envelope: bool) -> RawRecord {
     let location = format!("message {} on {}", message.seq, message.topic);
+    if let Some(size) = message.oversized {
+        return RawRecord {
+            location,
+            payload: Payload::Unreadable {
+                raw: String::new(),
+                error: format!(
+                    "the message has {size} bytes, more than max_payload_bytes: not kept"
+                ),
+            },
+        };
+    }
     let Some(text) = message.text else {
         return RawRecord {
             location,
@@ -287,11 +308,18 @@ fn to_record(message: SpooledMessage, envelope: bool) -> RawRecord {
     RawRecord { location, payload }
 }
 
+/// The largest packet MQTT 3.1.1 allows (a remaining length of 268,435,455 bytes).
+const MQTT_MAX_PACKET: usize = 268_435_455 + 5;
+
+type Closed = Option<(PathBuf, u64, u64)>;
+
 /// One visit to the broker: take what it has for our session, spool it, acknowledge it.
+/// Returns the closed segment and, when the broker failed part-way, the error (what was
+/// synced before it stays spooled; the rest was never acknowledged).
 async fn drain(
     inner: &Inner,
     mut writer: spool::SegmentWriter,
-) -> Result<Option<(PathBuf, u64, u64)>, ConnectorError> {
+) -> Result<(Closed, Option<ConnectorError>), ConnectorError> {
     let config = &inner.config;
     let url = format!("mqtt://{}:{}", config.host, config.port);
     let mut options = MqttOptions::new(&inner.client_id, &config.host, config.port);
@@ -299,7 +327,9 @@ async fn drain(
         .set_clean_session(false)
         .set_manual_acks(true)
         .set_keep_alive(Duration::from_secs(config.keep_alive_seconds))
-        .set_max_packet_size(config.max_payload_bytes + 1024, 64 * 1024);
+        // The client itself never refuses a message (it would fail the connection, and the
+        // broker would send the same message at every connect): size is checked per message.
+        .set_max_packet_size(MQTT_MAX_PACKET, 64 * 1024);
     if let Some(user) = &config.username {
         options.set_credentials(user, inner.password.clone().unwrap_or_default());
     }
@@ -328,12 +358,17 @@ async fn drain(
     })
     .await;
     pump.abort();
-    let count = result?;
-    tracing::debug!(client_id = %inner.client_id, count, "drained the MQTT session");
-    let closed = tokio::task::spawn_blocking(move || writer.close())
-        .await
-        .map_err(|e| ConnectorError::Config(format!("spool task failed: {e}")))??;
-    Ok(closed)
+    match result {
+        Ok(count) => {
+            tracing::debug!(client_id = %inner.client_id, count, "drained the MQTT session");
+            let closed = blocking(move || writer.close()).await?;
+            Ok((closed, None))
+        }
+        Err(error) => {
+            let closed = blocking(move || writer.abort()).await?;
+            Ok((closed, Some(error)))
+        }
+    }
 }
 
 async fn drain_events(
@@ -402,7 +437,7 @@ async fn drain_events(
     let deadline = tokio::time::Instant::now() + Duration::from_secs(config.max_drain_seconds);
     let idle = Duration::from_millis(config.idle_ms);
     for publish in subscribed {
-        spool_one(writer, &mut seq, &publish)?;
+        spool_one(writer, &mut seq, &publish, config.max_payload_bytes)?;
         unacked.push(publish);
     }
     loop {
@@ -440,7 +475,7 @@ async fn drain_events(
             match event {
                 Err(e) => return Err(connection_error(e)),
                 Ok(Event::Incoming(Packet::Publish(publish))) => {
-                    spool_one(writer, &mut seq, &publish)?;
+                    spool_one(writer, &mut seq, &publish, config.max_payload_bytes)?;
                     unacked.push(publish);
                 }
                 Ok(_) => {}
@@ -456,14 +491,15 @@ fn spool_one(
     writer: &mut spool::SegmentWriter,
     seq: &mut u64,
     publish: &rumqttc::Publish,
+    max_payload: usize,
 ) -> Result<(), ConnectorError> {
     let received_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    writer.append(&SpooledMessage::new(
-        *seq,
-        &publish.topic,
-        received_at,
-        &publish.payload,
-    ))?;
+    let message = if publish.payload.len() > max_payload {
+        SpooledMessage::oversized(*seq, &publish.topic, received_at, publish.payload.len())
+    } else {
+        SpooledMessage::new(*seq, &publish.topic, received_at, &publish.payload)
+    };
+    writer.append(&message)?;
     *seq += 1;
     Ok(())
 }

@@ -36,6 +36,9 @@ pub struct SpooledMessage {
     /// The payload when it is not UTF-8, so that nothing is lost on the way to quarantine.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base64: Option<String>,
+    /// The size of a payload over `max_payload_bytes`, which is not kept (only reported).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oversized: Option<u64>,
 }
 
 impl SpooledMessage {
@@ -53,6 +56,19 @@ impl SpooledMessage {
             received_at,
             text,
             base64,
+            oversized: None,
+        }
+    }
+
+    /// A message too large to keep: only its size is spooled, for the quarantine to show.
+    pub fn oversized(seq: u64, topic: &str, received_at: String, size: usize) -> Self {
+        SpooledMessage {
+            seq,
+            topic: topic.to_string(),
+            received_at,
+            text: None,
+            base64: None,
+            oversized: Some(size as u64),
         }
     }
 }
@@ -67,6 +83,10 @@ struct Segment {
 pub struct Spool {
     dir: PathBuf,
     segments: Vec<Segment>,
+    /// Held while the spool is open: a second process (another hub on the same data
+    /// directory, or `iochub run` beside a daemon it could not reach) must not append to the
+    /// same segment or take a live one for a crashed one.
+    _lock: File,
 }
 
 fn io_error(path: &Path, source: std::io::Error) -> ConnectorError {
@@ -81,6 +101,23 @@ impl Spool {
     /// the segments whose messages are all committed (`committed` = highest committed seq).
     pub fn open(dir: &Path, committed: u64) -> Result<Spool, ConnectorError> {
         fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
+        let lock_path = dir.join(".lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| io_error(&lock_path, e))?;
+        if let Err(e) = lock.try_lock() {
+            let source = match e {
+                std::fs::TryLockError::WouldBlock => std::io::Error::new(
+                    std::io::ErrorKind::WouldBlock,
+                    "another process is reading this MQTT source (its spool is locked); try again when it is done",
+                ),
+                std::fs::TryLockError::Error(e) => e,
+            };
+            return Err(io_error(&lock_path, source));
+        }
         let mut segments = Vec::new();
         let entries = fs::read_dir(dir).map_err(|e| io_error(dir, e))?;
         for entry in entries {
@@ -108,6 +145,7 @@ impl Spool {
         let mut spool = Spool {
             dir: dir.to_path_buf(),
             segments,
+            _lock: lock,
         };
         spool.forget_committed(committed)?;
         Ok(spool)
@@ -143,10 +181,15 @@ impl Spool {
             .append(true)
             .open(&path)
             .map_err(|e| io_error(&path, e))?;
+        // The new file's name must be durable before anything in it is acknowledged.
+        sync_dir(&self.dir);
         Ok(SegmentWriter {
             path,
             first,
-            last: None,
+            written: None,
+            synced: None,
+            written_len: 0,
+            synced_len: 0,
             out: BufWriter::new(file),
         })
     }
@@ -191,15 +234,22 @@ fn close_torn_segment(path: &Path, first: u64) -> Result<Option<Segment>, Connec
     let mut last = None;
     for line in bytes.split_inclusive(|b| *b == b'\n') {
         if !line.ends_with(b"\n") {
+            // The write the crash interrupted: never acknowledged, the broker sends it again.
             break;
         }
-        match serde_json::from_slice::<SpooledMessage>(line) {
-            Ok(m) => {
-                good += line.len();
-                last = Some(m.seq);
-            }
-            Err(_) => break,
-        }
+        let message = serde_json::from_slice::<SpooledMessage>(line).map_err(|e| {
+            // A complete line that does not read is damage, not a torn write: cutting there
+            // would drop the acknowledged messages after it.
+            io_error(
+                path,
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("damaged spool line at byte {good}: {e}"),
+                ),
+            )
+        })?;
+        good += line.len();
+        last = Some(message.seq);
     }
     let Some(last) = last else {
         fs::remove_file(path).map_err(|e| io_error(path, e))?;
@@ -226,7 +276,10 @@ fn close_torn_segment(path: &Path, first: u64) -> Result<Option<Segment>, Connec
 pub struct SegmentWriter {
     path: PathBuf,
     first: u64,
-    last: Option<u64>,
+    written: Option<u64>,
+    synced: Option<u64>,
+    written_len: u64,
+    synced_len: u64,
     out: BufWriter<File>,
 }
 
@@ -245,7 +298,8 @@ impl SegmentWriter {
         self.out
             .write_all(&line)
             .map_err(|e| io_error(&self.path, e))?;
-        self.last = Some(message.seq);
+        self.written = Some(message.seq);
+        self.written_len += line.len() as u64;
         Ok(())
     }
 
@@ -255,13 +309,47 @@ impl SegmentWriter {
         self.out
             .get_ref()
             .sync_data()
-            .map_err(|e| io_error(&self.path, e))
+            .map_err(|e| io_error(&self.path, e))?;
+        self.synced = self.written;
+        self.synced_len = self.written_len;
+        Ok(())
     }
 
     /// Closes the segment: `(path, first, last)` of what it holds, or `None` if empty.
     pub fn close(mut self) -> Result<Option<(PathBuf, u64, u64)>, ConnectorError> {
         self.sync()?;
-        let Some(last) = self.last else {
+        self.finish()
+    }
+
+    /// Closes the segment after a failure: what was appended but not synced was never
+    /// acknowledged (the broker sends it again), so it is cut off rather than kept twice.
+    pub fn abort(self) -> Result<Option<(PathBuf, u64, u64)>, ConnectorError> {
+        let SegmentWriter {
+            path,
+            first,
+            synced,
+            synced_len,
+            out,
+            ..
+        } = self;
+        // `into_parts` hands the file back without writing the unsynced buffer.
+        let (file, _unwritten) = out.into_parts();
+        file.set_len(synced_len).map_err(|e| io_error(&path, e))?;
+        file.sync_all().map_err(|e| io_error(&path, e))?;
+        SegmentWriter {
+            path,
+            first,
+            written: synced,
+            synced,
+            written_len: synced_len,
+            synced_len,
+            out: BufWriter::new(file),
+        }
+        .finish()
+    }
+
+    fn finish(self) -> Result<Option<(PathBuf, u64, u64)>, ConnectorError> {
+        let Some(last) = self.synced else {
             fs::remove_file(&self.path).map_err(|e| io_error(&self.path, e))?;
             return Ok(None);
         };
@@ -269,19 +357,64 @@ impl SegmentWriter {
             .path
             .with_file_name(format!("{:020}-{last:020}.jsonl", self.first));
         fs::rename(&self.path, &closed).map_err(|e| io_error(&self.path, e))?;
-        if let Some(dir) = closed.parent()
-            && let Ok(d) = File::open(dir)
-        {
+        if let Some(dir) = closed.parent() {
             // The rename itself must survive a power cut too.
-            let _ = d.sync_all();
+            sync_dir(dir);
         }
         Ok(Some((closed, self.first, last)))
+    }
+}
+
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_drain_keeps_only_what_was_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = Spool::open(dir.path(), 0).unwrap();
+        let mut w = spool.writer(1).unwrap();
+        w.append(&message(1)).unwrap();
+        w.sync().unwrap();
+        w.append(&message(2)).unwrap(); // never synced, so never acknowledged
+        spool.add_segment(w.abort().unwrap());
+        let pending = spool.pending_segments(0);
+        let seqs: Vec<u64> = read_segment(&pending[0])
+            .unwrap()
+            .map(|m| m.unwrap().seq)
+            .collect();
+        assert_eq!(seqs, vec![1]);
+        assert_eq!(spool.next_seq(0), 2);
+    }
+
+    #[test]
+    fn a_second_process_cannot_open_the_same_spool() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = Spool::open(dir.path(), 0).unwrap();
+        let second = Spool::open(dir.path(), 0).err().expect("locked");
+        assert!(second.to_string().contains("spool is locked"), "{second}");
+    }
+
+    #[test]
+    fn damage_inside_a_segment_is_an_error_not_a_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(format!("open-{:020}.jsonl", 1));
+        let good = serde_json::to_string(&message(2)).unwrap();
+        fs::write(&path, format!("{{damaged}}\n{good}\n")).unwrap();
+        let error = Spool::open(dir.path(), 0).err().expect("refused");
+        assert!(error.to_string().contains("damaged spool line"), "{error}");
+        assert_eq!(
+            fs::read_to_string(&path).unwrap().lines().count(),
+            2,
+            "nothing cut"
+        );
+    }
 
     fn message(seq: u64) -> SpooledMessage {
         SpooledMessage::new(seq, "t", "2025-06-02T00:00:00Z".into(), b"{\"a\":1}")
@@ -300,11 +433,23 @@ mod tests {
         spool.add_segment(w.close().unwrap());
         assert_eq!(spool.pending_segments(0).len(), 2);
         assert_eq!(spool.pending_segments(2).len(), 1);
+        drop(spool);
 
         let spool = Spool::open(dir.path(), 2).unwrap();
         assert_eq!(spool.pending_segments(2).len(), 1);
         assert_eq!(spool.next_seq(2), 4);
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+        let segments = fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "jsonl")
+            })
+            .count();
+        assert_eq!(segments, 1);
+        drop(spool);
         // Everything committed and the spool emptied: numbering continues after the commit.
         let spool = Spool::open(dir.path(), 3).unwrap();
         assert_eq!(spool.next_seq(3), 4);

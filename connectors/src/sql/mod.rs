@@ -128,10 +128,11 @@ impl SqlConfig {
     pub fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
         if !is_env_name(&self.url_env) {
-            problems.push(format!(
-                "url_env {:?} must name an environment variable (letters, digits, _), not hold the URL",
-                self.url_env
-            ));
+            // The value is not repeated: it may be the URL itself, password included.
+            problems.push(
+                "url_env must name an environment variable (letters, digits, _), not hold the URL"
+                    .into(),
+            );
         }
         if trimmed_query(&self.query).is_empty() {
             problems.push("query is empty".into());
@@ -462,6 +463,10 @@ mod tests {
         let problems = c.validate();
         assert_eq!(problems.len(), 7, "{problems:?}");
         assert!(problems[0].contains("url_env"));
+        assert!(
+            problems.iter().all(|p| !p.contains("u:p@h")),
+            "a URL put in url_env is not repeated: {problems:?}"
+        );
         assert!(
             problems
                 .iter()
