@@ -30,6 +30,22 @@ pub struct HubFile {
     /// The PostgreSQL wire-protocol endpoint.
     #[serde(default)]
     pub postgres: PostgresSection,
+    /// Named SQL views over the datasets (e.g. open overdue reports per unit), in every
+    /// reader's catalog, over what that reader may see.
+    #[serde(default)]
+    pub views: Vec<ViewConfig>,
+}
+
+/// `[[views]]`: a SELECT over datasets. Each reader plans it over its own catalog, so masks
+/// and visibility hold; a reader who cannot see a table it reads does not have the view.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct ViewConfig {
+    pub name: String,
+    /// Vietnamese, for the catalog and the console.
+    pub title: String,
+    #[serde(default)]
+    pub description: String,
+    pub sql: String,
 }
 
 /// `[postgres]`: where psql and BI tools connect (user = consumer id, password = token).

@@ -19,7 +19,7 @@ use iochub_connectors::{BuildContext, SourceConfig};
 pub use diagnostics::{ConfigErrors, Problem};
 pub use hub::{
     AuditSection, AuthSection, HttpSection, HubFile, HubSection, OrgLevel, Organisation,
-    PostgresSection, QuerySection, SharingSection, Unit,
+    PostgresSection, QuerySection, SharingSection, Unit, ViewConfig,
 };
 pub use pipeline::{Check, Coercions, CursorConfig, DateFormat, RunRetry, Sharing, parse_duration};
 
@@ -197,6 +197,7 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<HubConfig, ConfigError
         }
     };
     check_publishers(&pipelines, &consumers, &mut problems);
+    check_views(&source, &file, &pipelines, &functions, &mut problems);
     let grants_dir = resolve(path, &file.sharing.grants_dir);
     let grants = load_grants(&grants_dir, &pipelines, &consumers, &mut problems);
     let subscriptions = check_subscriptions(
@@ -733,6 +734,57 @@ fn load_source(
         Err(e) => {
             problems.push(source.problem(Some(at), format!("{at}: {}", e.message().trim())));
             (kind, None)
+        }
+    }
+}
+
+/// Each `[[views]]` must be named like a table no dataset or hub table uses, and plan over the
+/// datasets' columns (empty tables of their schemas stand in for the data).
+fn check_views(
+    source: &TomlSource<'_>,
+    file: &HubFile,
+    pipelines: &[Arc<Pipeline>],
+    functions: &datafusion::prelude::SessionContext,
+    problems: &mut Vec<Problem>,
+) {
+    if file.views.is_empty() {
+        return;
+    }
+    let Ok((ctx, _, _)) = crate::sharing::catalog::empty_context(functions) else {
+        return;
+    };
+    for p in pipelines {
+        if let Ok(table) =
+            datafusion::datasource::MemTable::try_new(p.query_schema.clone(), vec![vec![]])
+        {
+            let _ = ctx.register_table(p.name.as_str(), Arc::new(table));
+        }
+    }
+    let mut seen: Vec<&str> = Vec::new();
+    for (i, view) in file.views.iter().enumerate() {
+        let at = format!("views.{i}");
+        let name = view.name.as_str();
+        if !is_identifier(name)
+            || RESERVED_NAMES.contains(&name)
+            || pipelines.iter().any(|p| p.name == name)
+            || seen.contains(&name)
+        {
+            problems.push(source.problem(
+                Some(&format!("{at}.name")),
+                format!("view name {name:?} must be an SQL identifier that no dataset, other view or hub table uses"),
+            ));
+            continue;
+        }
+        seen.push(name);
+        // Planning needs no I/O: empty in-memory tables and SQL text.
+        let planned = futures::executor::block_on(
+            ctx.sql_with_options(&view.sql, crate::sharing::catalog::read_only()),
+        );
+        if let Err(e) = planned {
+            problems.push(source.problem(
+                Some(&format!("{at}.sql")),
+                format!("view {name:?}: {}", e.strip_backtrace()),
+            ));
         }
     }
 }

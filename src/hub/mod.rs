@@ -146,7 +146,8 @@ impl Hub {
         let engine = QueryEngine::new(
             config.file.query.clone(),
             crate::functions::context(config.calendar.clone(), config.time_zone),
-        );
+        )
+        .with_views(config.file.views.clone());
         let mut tables = HashMap::new();
         let mut run_locks = HashMap::new();
         for pipeline in &config.pipelines {

@@ -75,6 +75,8 @@ pub struct QueryEngine {
     datasets: RwLock<HashMap<String, Arc<dyn TableProvider>>>,
     quarantine: RwLock<Option<Arc<dyn TableProvider>>>,
     limits: QuerySection,
+    /// `[[views]]`, planned in each query's catalog.
+    views: Vec<crate::config::ViewConfig>,
 }
 
 impl QueryEngine {
@@ -85,7 +87,14 @@ impl QueryEngine {
             datasets: RwLock::new(HashMap::new()),
             quarantine: RwLock::new(None),
             limits,
+            views: Vec::new(),
         }
+    }
+
+    /// The hub's `[[views]]`, in every catalog from now on.
+    pub fn with_views(mut self, views: Vec<crate::config::ViewConfig>) -> Self {
+        self.views = views;
+        self
     }
 
     pub fn limits(&self) -> &QuerySection {
@@ -140,6 +149,7 @@ impl QueryEngine {
             datasets: &datasets,
             quarantine,
             audit: None,
+            views: &[],
         };
         let visibility = Visibility {
             consumer: grant.consumer.clone(),
@@ -181,6 +191,7 @@ impl QueryEngine {
             datasets: &datasets,
             quarantine,
             audit,
+            views: &self.views,
         };
         let (ctx, guard) = catalog::consumer_context(&base, &sources, visibility)
             .await

@@ -39,6 +39,8 @@ pub struct Sources<'a> {
     pub quarantine: Arc<dyn TableProvider>,
     /// The audit log, for consumers who may read it.
     pub audit: Option<Arc<dyn TableProvider>>,
+    /// `[[views]]`, planned in each consumer's catalog over its own views.
+    pub views: &'a [crate::config::ViewConfig],
 }
 
 /// Refuses a plan that scans a raw dataset table anywhere but inside one of the consumer's
@@ -428,6 +430,16 @@ pub async fn consumer_context(
             views.push(plan);
         }
     }
+    // Hub views read the consumer's own views, so masks and visibility carry over, and the
+    // guard accepts them (their raw scans sit inside copies of those views). A view over a
+    // table this consumer cannot see does not plan, and is not in its catalog.
+    for hub_view in sources.views {
+        if let Ok(plan) = ctx.state().create_logical_plan(&hub_view.sql).await {
+            public
+                .register_table(hub_view.name.clone(), as_view(&plan))
+                .map_err(internal)?;
+        }
+    }
     if visibility.audit
         && let Some(audit) = &sources.audit
     {
@@ -492,6 +504,7 @@ mod tests {
             datasets: &datasets,
             quarantine: table(),
             audit: None,
+            views: &[],
         };
         let base = SessionContext::new();
         let (ctx, guard) = consumer_context(&base, &sources, &visibility(vec![]))
@@ -535,6 +548,7 @@ mod tests {
             datasets: &datasets,
             quarantine: table(),
             audit: None,
+            views: &[],
         };
         let broken = Grant {
             id: "g".into(),

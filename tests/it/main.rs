@@ -14,3 +14,4 @@ mod samples;
 mod scheduling;
 mod sharing;
 mod sql_source;
+mod views;
