@@ -14,6 +14,7 @@ pub mod ingest;
 pub mod local_time;
 pub mod metrics;
 pub mod normalize;
+pub mod overdue;
 pub mod pg;
 pub mod query;
 pub mod schedule;

@@ -377,6 +377,7 @@ async fn serve(config: config::HubConfig) -> anyhow::Result<ExitCode> {
     let scheduler_task = tokio::spawn(scheduler.0.run(scheduler.1, scheduler_stopped.clone()));
     // The feed's delivery loops stop with the scheduler; an unacknowledged batch is sent
     // again after the restart (at least once).
+    let overdue = iochub::overdue::start(hub.clone(), scheduler_stopped.clone());
     let deliveries = iochub::feed::delivery::start(hub.clone(), scheduler_stopped);
 
     let server = axum::serve(listener, iochub::http::router(hub.clone()))
@@ -392,6 +393,9 @@ async fn serve(config: config::HubConfig) -> anyhow::Result<ExitCode> {
     let _ = scheduler_task.await;
     for d in deliveries {
         let _ = d.await;
+    }
+    if let Some(o) = overdue {
+        let _ = o.await;
     }
     let grace = std::time::Duration::from_secs(hub_settings.shutdown_grace_seconds);
     if hub.wait_idle(grace).await {

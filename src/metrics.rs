@@ -29,6 +29,11 @@ pub struct DatasetLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UnitLabels {
+    pub unit: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
     pub route: String,
     pub method: String,
@@ -66,6 +71,7 @@ pub struct Metrics {
     stale: Family<DatasetLabels, Gauge>,
     http_requests: Family<HttpLabels, Counter>,
     share_requests_overdue: Gauge,
+    overdue: Family<UnitLabels, Gauge>,
     feed_position: Family<FeedLabels, Gauge>,
     feed_pending: Family<FeedLabels, Gauge>,
     feed_parked: Family<FeedLabels, Gauge>,
@@ -133,6 +139,12 @@ impl Metrics {
             "Special-share requests still undecided after their decision deadline",
             share_requests_overdue.clone(),
         );
+        let overdue = Family::<UnitLabels, Gauge>::default();
+        registry.register(
+            "overdue",
+            "Open items past their deadline (citizen reports), per handling unit",
+            overdue.clone(),
+        );
         let feed_position = Family::<FeedLabels, Gauge>::default();
         registry.register(
             "feed_position",
@@ -177,6 +189,7 @@ impl Metrics {
             feed_delivered,
             feed_failures,
             share_requests_overdue,
+            overdue,
             registry,
             runs,
             runs_skipped,
@@ -268,6 +281,16 @@ impl Metrics {
         self.feed_failures
             .get_or_create(&feed_labels(subscription, target))
             .inc();
+    }
+
+    /// The overdue count of every unit now; units no longer listed drop out.
+    pub fn set_overdue(&self, by_unit: &std::collections::BTreeMap<String, usize>) {
+        self.overdue.clear();
+        for (unit, count) in by_unit {
+            self.overdue
+                .get_or_create(&UnitLabels { unit: unit.clone() })
+                .set(*count as i64);
+        }
     }
 
     pub fn set_overdue_share_requests(&self, count: usize) {

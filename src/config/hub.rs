@@ -34,6 +34,34 @@ pub struct HubFile {
     /// reader's catalog, over what that reader may see.
     #[serde(default)]
     pub views: Vec<ViewConfig>,
+    /// Watching for items past their deadline: a gauge per unit, and a webhook per new one.
+    #[serde(default)]
+    pub overdue: Option<OverdueConfig>,
+}
+
+/// `[overdue]`: an SQL query (run as the IOC) whose rows are the items overdue now, each
+/// with an `id` and a `unit` column; any other columns go into the notification as they are.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct OverdueConfig {
+    pub sql: String,
+    #[serde(default = "default_check_seconds")]
+    pub check_seconds: u64,
+    /// Where each newly overdue item is announced (a POST of JSON), once.
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+    /// Environment variable holding a `whsec_...` secret: the POST is then signed the
+    /// Standard Webhooks way, like the feed.
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    #[serde(default = "default_webhook_timeout")]
+    pub timeout_seconds: u64,
+}
+
+fn default_check_seconds() -> u64 {
+    60
+}
+fn default_webhook_timeout() -> u64 {
+    10
 }
 
 /// `[[views]]`: a SELECT over datasets. Each reader plans it over its own catalog, so masks

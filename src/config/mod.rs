@@ -19,7 +19,7 @@ use iochub_connectors::{BuildContext, SourceConfig};
 pub use diagnostics::{ConfigErrors, Problem};
 pub use hub::{
     AuditSection, AuthSection, HttpSection, HubFile, HubSection, OrgLevel, Organisation,
-    PostgresSection, QuerySection, SharingSection, Unit, ViewConfig,
+    OverdueConfig, PostgresSection, QuerySection, SharingSection, Unit, ViewConfig,
 };
 pub use pipeline::{Check, Coercions, CursorConfig, DateFormat, RunRetry, Sharing, parse_duration};
 
@@ -198,6 +198,7 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<HubConfig, ConfigError
     };
     check_publishers(&pipelines, &consumers, &mut problems);
     check_views(&source, &file, &pipelines, &functions, &mut problems);
+    check_overdue(&source, &file, &pipelines, &functions, &mut problems);
     let grants_dir = resolve(path, &file.sharing.grants_dir);
     let grants = load_grants(&grants_dir, &pipelines, &consumers, &mut problems);
     let subscriptions = check_subscriptions(
@@ -750,16 +751,9 @@ fn check_views(
     if file.views.is_empty() {
         return;
     }
-    let Ok((ctx, _, _)) = crate::sharing::catalog::empty_context(functions) else {
+    let Some(ctx) = planning_context(pipelines, functions) else {
         return;
     };
-    for p in pipelines {
-        if let Ok(table) =
-            datafusion::datasource::MemTable::try_new(p.query_schema.clone(), vec![vec![]])
-        {
-            let _ = ctx.register_table(p.name.as_str(), Arc::new(table));
-        }
-    }
     let mut seen: Vec<&str> = Vec::new();
     for (i, view) in file.views.iter().enumerate() {
         let at = format!("views.{i}");
@@ -776,15 +770,85 @@ fn check_views(
             continue;
         }
         seen.push(name);
-        // Planning needs no I/O: empty in-memory tables and SQL text.
-        let planned = futures::executor::block_on(
-            ctx.sql_with_options(&view.sql, crate::sharing::catalog::read_only()),
-        );
-        if let Err(e) = planned {
-            problems.push(source.problem(
-                Some(&format!("{at}.sql")),
-                format!("view {name:?}: {}", e.strip_backtrace()),
-            ));
+        if let Err(e) = plan_select(&ctx, &view.sql) {
+            problems
+                .push(source.problem(Some(&format!("{at}.sql")), format!("view {name:?}: {e}")));
+        }
+    }
+}
+
+/// A context with an empty table of each dataset's columns: SQL written in the config is
+/// planned there at load, so its mistakes are reported with their line.
+fn planning_context(
+    pipelines: &[Arc<Pipeline>],
+    functions: &datafusion::prelude::SessionContext,
+) -> Option<datafusion::prelude::SessionContext> {
+    let (ctx, _, _) = crate::sharing::catalog::empty_context(functions).ok()?;
+    for p in pipelines {
+        if let Ok(table) =
+            datafusion::datasource::MemTable::try_new(p.query_schema.clone(), vec![vec![]])
+        {
+            let _ = ctx.register_table(p.name.as_str(), Arc::new(table));
+        }
+    }
+    Some(ctx)
+}
+
+/// Plans a read-only query (no I/O: empty in-memory tables and SQL text); its columns.
+fn plan_select(
+    ctx: &datafusion::prelude::SessionContext,
+    sql: &str,
+) -> Result<arrow::datatypes::SchemaRef, String> {
+    futures::executor::block_on(ctx.sql_with_options(sql, crate::sharing::catalog::read_only()))
+        .map(|frame| Arc::new(frame.schema().as_arrow().clone()))
+        .map_err(|e| e.strip_backtrace())
+}
+
+/// `[overdue]`: its query plans and has `id` and `unit`; its webhook is a URL the feed would
+/// accept (plain `http` only to a loopback address).
+fn check_overdue(
+    source: &TomlSource<'_>,
+    file: &HubFile,
+    pipelines: &[Arc<Pipeline>],
+    functions: &datafusion::prelude::SessionContext,
+    problems: &mut Vec<Problem>,
+) {
+    let Some(overdue) = &file.overdue else {
+        return;
+    };
+    if let Some(ctx) = planning_context(pipelines, functions) {
+        match plan_select(&ctx, &overdue.sql) {
+            Ok(schema) => {
+                for column in ["id", "unit"] {
+                    if schema.field_with_name(column).is_err() {
+                        problems.push(source.problem(
+                            Some("overdue.sql"),
+                            format!("the overdue query must give a column named {column:?}"),
+                        ));
+                    }
+                }
+            }
+            Err(e) => problems.push(source.problem(Some("overdue.sql"), format!("overdue: {e}"))),
+        }
+    }
+    if overdue.check_seconds == 0 {
+        problems.push(source.problem(
+            Some("overdue.check_seconds"),
+            "overdue.check_seconds must be at least 1",
+        ));
+    }
+    if let Some(url) = &overdue.webhook_url {
+        match url::Url::parse(url) {
+            Ok(u) if u.scheme() == "https" => {}
+            Ok(u) if u.scheme() == "http" && crate::feed::is_loopback_url(&u) => {}
+            Ok(_) => problems.push(source.problem(
+                Some("overdue.webhook_url"),
+                "overdue.webhook_url must be https (plain http only to a loopback address)",
+            )),
+            Err(e) => problems.push(source.problem(
+                Some("overdue.webhook_url"),
+                format!("overdue.webhook_url is not a URL: {e}"),
+            )),
         }
     }
 }

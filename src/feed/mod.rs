@@ -23,7 +23,7 @@ use serde::Serialize;
 use tokio::sync::Notify;
 
 pub use changelog::Changelog;
-pub use subscription::{SinkConfig, Subscription, SubscriptionConfig};
+pub use subscription::{SinkConfig, Subscription, SubscriptionConfig, is_loopback_url};
 
 /// What the delivery loops know that is not persisted: the last error and delivery.
 #[derive(Debug, Clone, Default, Serialize)]

@@ -170,13 +170,7 @@ impl Subscription {
             match url::Url::parse(u) {
                 Ok(parsed) if parsed.scheme() == "https" => {}
                 Ok(parsed) if parsed.scheme() == "http" => {
-                    let loopback = match parsed.host() {
-                        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-                        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-                        Some(url::Host::Domain(d)) => d == "localhost",
-                        None => false,
-                    };
-                    if !loopback {
+                    if !is_loopback_url(&parsed) {
                         problems.push((
                             "url".into(),
                             format!("{u:?}: records would cross the network in clear; use https (plain http only to this machine)"),
@@ -229,5 +223,15 @@ impl Subscription {
             Some(SinkConfig::Nats(_)) => "nats",
             Some(SinkConfig::Mqtt(_)) => "mqtt",
         }
+    }
+}
+
+/// Whether `url` points at this machine (the one place plain `http` is accepted for data).
+pub fn is_loopback_url(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d == "localhost",
+        None => false,
     }
 }

@@ -156,6 +156,15 @@ pub trait StateStore: Send + Sync {
         target: &str,
         position: &FeedPosition,
     ) -> Result<(), StateError>;
+
+    /// Which of `ids` were already notified for `kind` (e.g. `overdue`).
+    fn notified(
+        &self,
+        kind: &str,
+        ids: &[String],
+    ) -> Result<std::collections::HashSet<String>, StateError>;
+    /// Records that `ids` were notified for `kind`, so a restart does not notify them again.
+    fn mark_notified(&self, kind: &str, ids: &[String]) -> Result<(), StateError>;
 }
 
 /// A feed target's acknowledged position: every change up to `position` was delivered.

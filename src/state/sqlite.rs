@@ -83,6 +83,13 @@ const MIGRATIONS: &[&str] = &[
         updated_at TEXT NOT NULL,
         PRIMARY KEY (subscription, target)
      );",
+    // Notifications sent (an overdue report is announced once, across restarts).
+    "CREATE TABLE notifications (
+        kind TEXT NOT NULL,
+        id TEXT NOT NULL,
+        notified_at TEXT NOT NULL,
+        PRIMARY KEY (kind, id)
+     );",
 ];
 
 pub struct SqliteStateStore {
@@ -225,6 +232,41 @@ impl StateStore for SqliteStateStore {
             )
             .optional()?)
         })
+    }
+
+    fn notified(
+        &self,
+        kind: &str,
+        ids: &[String],
+    ) -> Result<std::collections::HashSet<String>, StateError> {
+        self.with(|c| {
+            let mut statement =
+                c.prepare_cached("SELECT 1 FROM notifications WHERE kind = ?1 AND id = ?2")?;
+            let mut seen = std::collections::HashSet::new();
+            for id in ids {
+                if statement.exists(params![kind, id])? {
+                    seen.insert(id.clone());
+                }
+            }
+            Ok(seen)
+        })
+    }
+
+    fn mark_notified(&self, kind: &str, ids: &[String]) -> Result<(), StateError> {
+        let mut connection = self
+            .connection
+            .lock()
+            .map_err(|_| StateError::Corrupt("state store lock poisoned".into()))?;
+        let tx = connection.transaction()?;
+        let now = Utc::now().to_rfc3339();
+        for id in ids {
+            tx.execute(
+                "INSERT OR IGNORE INTO notifications (kind, id, notified_at) VALUES (?1, ?2, ?3)",
+                params![kind, id, now],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     fn save_feed_position(

@@ -8,6 +8,7 @@ mod feed;
 mod file_pipelines;
 mod http_api;
 mod http_source;
+mod overdue;
 mod postgres;
 mod run_state;
 mod samples;
