@@ -144,7 +144,11 @@ impl Hub {
         let state: Arc<dyn StateStore> = Arc::new(SqliteStateStore::open(&config.data_dir)?);
         let engine = QueryEngine::new(
             config.file.query.clone(),
-            crate::functions::context(config.calendar.clone(), config.time_zone),
+            crate::functions::context(
+                config.calendar.clone(),
+                config.units.clone(),
+                config.time_zone,
+            ),
         );
         let mut tables = HashMap::new();
         let mut run_locks = HashMap::new();
