@@ -9,8 +9,9 @@
 //! - `vi_text_check(text)`: `vietnamese`, `missing_diacritics`, `other_language` or `empty`.
 //!
 //! `at` is a DATE, a timestamp (any time zone: its local date in the hub's zone counts) or
-//! text (RFC 3339; without an offset it is local time); without `at`, today. NULL in, NULL out
-//! (`route_report` always answers: with no date it routes to the fallback unit).
+//! text (RFC 3339; without an offset it is local time; `dd/mm/yyyy [HH:MM]` too); without
+//! `at`, today. NULL in, NULL out (`route_report` always answers: with no date it routes to
+//! the fallback unit).
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -107,10 +108,14 @@ fn parse_when(text: &str, tz: Tz) -> Option<NaiveDate> {
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         return Some(t.with_timezone(&tz).date_naive());
     }
+    // Without an offset: local time. Day first is how Vietnamese write dates (09/05/2025 is
+    // 9 May), never month first.
     for format in [
         "%Y-%m-%dT%H:%M:%S%.f",
         "%Y-%m-%d %H:%M:%S%.f",
         "%Y-%m-%dT%H:%M",
+        "%d/%m/%Y %H:%M:%S",
+        "%d/%m/%Y %H:%M",
     ] {
         if let Ok(t) = NaiveDateTime::parse_from_str(text, format) {
             return tz
@@ -119,7 +124,9 @@ fn parse_when(text: &str, tz: Tz) -> Option<NaiveDate> {
                 .map(|t| t.date_naive());
         }
     }
-    NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()
+    ["%Y-%m-%d", "%d/%m/%Y"]
+        .iter()
+        .find_map(|f| NaiveDate::parse_from_str(text, f).ok())
 }
 
 /// The local date of each row of `at`, or today's for every row without one.
@@ -310,4 +317,24 @@ pub fn vi_text_check_udf() -> ScalarUDF {
             Ok(ColumnarValue::Array(Arc::new(out) as ArrayRef))
         }),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_dates_are_local_unless_they_say_otherwise() {
+        let tz = chrono_tz::Asia::Ho_Chi_Minh;
+        let d = |t: &str| parse_when(t, tz).map(|d| d.to_string());
+        assert_eq!(d("2025-06-30T20:00:00Z").as_deref(), Some("2025-07-01"));
+        assert_eq!(
+            d("2025-06-30T20:00:00+07:00").as_deref(),
+            Some("2025-06-30")
+        );
+        assert_eq!(d("2025-06-30T23:30:00").as_deref(), Some("2025-06-30"));
+        assert_eq!(d("09/05/2025 09:00").as_deref(), Some("2025-05-09"));
+        assert_eq!(d("2025-05-09").as_deref(), Some("2025-05-09"));
+        assert_eq!(d("hôm qua"), None);
+    }
 }

@@ -53,7 +53,7 @@ impl Route {
     }
 }
 
-/// Why coordinates did not locate a report; `None` from `check` means they are usable.
+/// Why coordinates cannot locate a report; `None`: they are usable.
 fn coordinate_problem(lon: Option<f64>, lat: Option<f64>) -> Option<String> {
     let (Some(lon), Some(lat)) = (lon, lat) else {
         return Some("Không có tọa độ".into());
@@ -67,7 +67,7 @@ fn coordinate_problem(lon: Option<f64>, lat: Option<f64>) -> Option<String> {
     if lat.abs() > 90.0 {
         if lat.abs() <= 180.0 && lon.abs() <= 90.0 {
             return Some(format!(
-                "Vĩ độ {lat} nằm ngoài khoảng -90..90, có thể vĩ độ và kinh độ ({lon}) bị đảo; hệ thống không tự đảo tọa độ"
+                "Vĩ độ {lat} nằm ngoài khoảng -90..90 (kinh độ {lon}): có thể vĩ độ và kinh độ bị đảo, hệ thống không tự đảo lại"
             ));
         }
         return Some(format!("Tọa độ ({lon}, {lat}) không hợp lệ"));

@@ -8,6 +8,7 @@ mod file_pipelines;
 mod http_api;
 mod http_source;
 mod postgres;
+mod routing;
 mod run_state;
 mod samples;
 mod scheduling;
