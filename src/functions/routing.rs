@@ -237,13 +237,13 @@ impl ScalarUDFImpl for UnitFunction {
                 let reported = texts(&arrays[2])?;
                 let days = days(arrays.get(3), rows, tz)?;
                 let mut columns: [StringBuilder; 5] = Default::default();
-                for i in 0..rows {
+                for (i, day) in days.iter().enumerate() {
                     let value = |a: &Float64Array| a.is_valid(i).then(|| a.value(i));
                     let route = units.route(
                         value(&lon),
                         value(&lat),
                         reported.is_valid(i).then(|| reported.value(i)),
-                        days[i],
+                        *day,
                     );
                     let [code, name, agency, method, note] = &mut columns;
                     match route {
