@@ -97,8 +97,12 @@ impl Validity {
 
 impl fmt::Display for Validity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let show = |d: Option<NaiveDate>| d.map_or("…".to_string(), |d| d.to_string());
-        write!(f, "{}..{}", show(self.from), show(self.until))
+        match (self.from, self.until) {
+            (None, None) => write!(f, "all dates"),
+            (Some(from), None) => write!(f, "from {from}"),
+            (None, Some(until)) => write!(f, "until {until}"),
+            (Some(from), Some(until)) => write!(f, "{from}..{until}"),
+        }
     }
 }
 

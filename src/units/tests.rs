@@ -356,7 +356,7 @@ fn config_problems_are_all_reported_with_where() {
     };
     has(
         key("organisation.units.1.id"),
-        "declared twice for overlapping periods",
+        "declared twice for overlapping periods (until 2025-06-30 at units[0], from 2025-06-01)",
     );
     has(
         key("organisation.units.2.valid_from"),
