@@ -1,5 +1,5 @@
-//! SQL functions of the hub over the working-day calendar, usable in every query (and, later,
-//! in pipeline transforms): `is_working_day(d)`, `add_working_days(d, n)`,
+//! SQL functions of the hub, usable in every query, pipeline transform, check and share view.
+//! Here: the working-day calendar, `is_working_day(d)`, `add_working_days(d, n)`,
 //! `working_days_between(a, b)`. A `DATE` is taken as is; a timestamp is first turned into the
 //! hub's local date. `add_working_days` on a timestamp answers the end of that local working
 //! day (the end of a deadline), as a UTC timestamp.
@@ -9,6 +9,13 @@
 //! SELECT working_days_between(DATE '2025-04-29', DATE '2025-05-07');  -- 3
 //! SELECT is_working_day(DATE '2025-04-26');                   -- true (make-up Saturday)
 //! ```
+//!
+//! The administrative-unit and report-routing functions are in `routing.rs`; the masks in
+//! `sharing::masks`; `functions::context` registers them all.
+
+mod routing;
+
+pub use routing::{route_fields, unit_functions, vi_text_check_udf};
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -26,6 +33,7 @@ use datafusion::logical_expr::{
 };
 
 use crate::calendar::WorkingCalendar;
+use crate::units::Units;
 
 const EPOCH_DAY: i32 = 719_163;
 
@@ -203,11 +211,12 @@ pub fn calendar_functions(calendar: Arc<WorkingCalendar>, time_zone: Tz) -> Vec<
     .collect()
 }
 
-/// Registers every function of the hub (masks, calendar, JSON) in `ctx`: queries, transforms
-/// and share views all see the same ones.
+/// Registers every function of the hub (masks, calendar, units and routing, text checks,
+/// JSON) in `ctx`: queries, transforms and share views all see the same ones.
 pub fn register_all(
     ctx: &mut datafusion::prelude::SessionContext,
     calendar: Arc<WorkingCalendar>,
+    units: Arc<Units>,
     time_zone: Tz,
 ) {
     ctx.register_udf(crate::sharing::masks::mask_phone_udf());
@@ -218,6 +227,10 @@ pub fn register_all(
     for f in calendar_functions(calendar, time_zone) {
         ctx.register_udf(f);
     }
+    for f in unit_functions(units, time_zone) {
+        ctx.register_udf(f);
+    }
+    ctx.register_udf(vi_text_check_udf());
     if let Err(e) = datafusion_functions_json::register_all(ctx) {
         tracing::error!(error = %e, "the JSON functions could not be registered");
     }
@@ -226,12 +239,13 @@ pub fn register_all(
 /// A context with the hub's functions and settings and no tables.
 pub fn context(
     calendar: Arc<WorkingCalendar>,
+    units: Arc<Units>,
     time_zone: Tz,
 ) -> datafusion::prelude::SessionContext {
     let config = datafusion::prelude::SessionConfig::new()
         .with_information_schema(true)
         .with_target_partitions(std::thread::available_parallelism().map_or(2, |n| n.get()));
     let mut ctx = datafusion::prelude::SessionContext::new_with_config(config);
-    register_all(&mut ctx, calendar, time_zone);
+    register_all(&mut ctx, calendar, units, time_zone);
     ctx
 }

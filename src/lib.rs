@@ -22,5 +22,7 @@ pub mod sharing;
 pub mod state;
 pub mod storage;
 pub mod transform;
+pub mod units;
+pub mod vi_text;
 
 pub use hub::Hub;

@@ -317,14 +317,13 @@ pub struct Organisation {
     pub level: OrgLevel,
     /// Id of the unit that handles what cannot be attributed to another unit.
     pub fallback_unit: String,
+    /// GeoJSON FeatureCollection of the units' areas, relative to the config file; features
+    /// are matched to units by `properties.code` and validity (see `units`).
+    #[serde(default)]
+    pub units_geojson: Option<PathBuf>,
     #[serde(default)]
     pub units: Vec<Unit>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-pub struct Unit {
-    pub id: String,
-    pub name: String,
-    #[serde(default)]
-    pub aliases: Vec<String>,
-}
+/// One `[[organisation.units]]` entry: code, names, type, handling agency, validity.
+pub use crate::units::UnitConfig as Unit;

@@ -66,6 +66,8 @@ pub struct HubConfig {
     /// Pre-approved shares from `grants/*.toml`.
     pub grants: Vec<Grant>,
     pub calendar: Arc<crate::calendar::WorkingCalendar>,
+    /// The administrative units over time, their areas parsed once (`[organisation]`).
+    pub units: Arc<crate::units::Units>,
     /// Checked `[[subscriptions]]`.
     pub subscriptions: Vec<crate::feed::Subscription>,
 }
@@ -161,7 +163,8 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<HubConfig, ConfigError
         },
     };
     let calendar = Arc::new(calendar);
-    let functions = crate::functions::context(calendar.clone(), time_zone);
+    let units = Arc::new(load_units(&source, &file, &mut problems));
+    let functions = crate::functions::context(calendar.clone(), units.clone(), time_zone);
     let pipelines_dir = resolve(path, &file.hub.pipelines_dir);
     let overlay_text = overrides.sources_overlay.as_ref().map(|path| {
         let text = std::fs::read_to_string(path).unwrap_or_else(|e| {
@@ -220,6 +223,7 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<HubConfig, ConfigError
             generated_tokens,
             grants,
             calendar,
+            units,
             subscriptions,
         })
     } else {
@@ -256,27 +260,6 @@ fn check_hub(source: &TomlSource<'_>, file: &HubFile, problems: &mut Vec<Problem
             "hub.id must be a non-empty identifier (letters, digits, '-', '_')",
         ));
     }
-    let mut seen = HashMap::new();
-    for (i, unit) in file.organisation.units.iter().enumerate() {
-        if let Some(first) = seen.insert(unit.id.as_str(), i) {
-            problems.push(source.problem(
-                Some(&format!("organisation.units.{i}.id")),
-                format!(
-                    "unit id {:?} is used twice (first at units[{first}])",
-                    unit.id
-                ),
-            ));
-        }
-    }
-    if !seen.contains_key(file.organisation.fallback_unit.as_str()) {
-        problems.push(source.problem(
-            Some("organisation.fallback_unit"),
-            format!(
-                "fallback_unit {:?} is not the id of any [[organisation.units]]",
-                file.organisation.fallback_unit
-            ),
-        ));
-    }
     let pg = &file.postgres;
     if pg.tls_cert.is_some() != pg.tls_key.is_some() {
         problems.push(source.problem(
@@ -308,6 +291,30 @@ fn check_hub(source: &TomlSource<'_>, file: &HubFile, problems: &mut Vec<Problem
             "query.max_rows, query.timeout_seconds and query.memory_limit_mb must be at least 1",
         ));
     }
+}
+
+/// The organisation's units, completed from their GeoJSON; each problem at its config key's
+/// line, or at the GeoJSON feature's line.
+fn load_units(
+    source: &TomlSource<'_>,
+    file: &HubFile,
+    problems: &mut Vec<Problem>,
+) -> crate::units::Units {
+    let org = &file.organisation;
+    let geojson = org.units_geojson.as_ref().map(|p| resolve(source.path, p));
+    let (units, errors) =
+        crate::units::Units::build(&org.units, &org.fallback_unit, geojson.as_deref());
+    for e in errors {
+        problems.push(match e.location() {
+            crate::units::Location::ConfigKey(key) => source.problem(Some(&key), e.to_string()),
+            crate::units::Location::File { path, line } => Problem {
+                file: path,
+                line,
+                message: e.to_string(),
+            },
+        });
+    }
+    units
 }
 
 /// What every pipeline is checked against: where connectors keep state, the SQL functions

@@ -145,7 +145,11 @@ impl Hub {
         let state: Arc<dyn StateStore> = Arc::new(SqliteStateStore::open(&config.data_dir)?);
         let engine = QueryEngine::new(
             config.file.query.clone(),
-            crate::functions::context(config.calendar.clone(), config.time_zone),
+            crate::functions::context(
+                config.calendar.clone(),
+                config.units.clone(),
+                config.time_zone,
+            ),
         )
         .with_views(config.file.views.clone());
         let mut tables = HashMap::new();

@@ -53,7 +53,7 @@ fn broken_hub() -> TestHub {
     t
 }
 
-fn iochub(args: &[&str]) -> (bool, String) {
+pub(crate) fn iochub(args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_iochub"))
         .args(args)
         .env("RUST_LOG", "error")

@@ -10,6 +10,7 @@ mod http_api;
 mod http_source;
 mod overdue;
 mod postgres;
+mod routing;
 mod run_state;
 mod samples;
 mod scheduling;
