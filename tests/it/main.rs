@@ -1,5 +1,6 @@
 //! Integration tests: one test binary, so the heavy dependencies are linked once.
 
+mod citizen_reports;
 mod common;
 mod computed;
 mod config_check;
