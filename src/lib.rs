@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod normalize;
 pub mod pg;
 pub mod query;
+pub mod report;
 pub mod schedule;
 pub mod sharing;
 pub mod state;

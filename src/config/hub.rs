@@ -30,6 +30,29 @@ pub struct HubFile {
     /// The PostgreSQL wire-protocol endpoint.
     #[serde(default)]
     pub postgres: PostgresSection,
+    /// Periodic reports (`reports/*.toml`).
+    #[serde(default)]
+    pub reports: ReportsSection,
+}
+
+/// `[reports]`: where the report definitions are.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ReportsSection {
+    /// Folder of report definitions (`*.toml`), relative to the config file.
+    #[serde(default = "default_reports_dir")]
+    pub dir: PathBuf,
+}
+
+fn default_reports_dir() -> PathBuf {
+    "reports".into()
+}
+
+impl Default for ReportsSection {
+    fn default() -> Self {
+        ReportsSection {
+            dir: default_reports_dir(),
+        }
+    }
 }
 
 /// `[postgres]`: where psql and BI tools connect (user = consumer id, password = token).

@@ -29,7 +29,7 @@ use futures::StreamExt;
 pub use format::{to_arrow_ipc, to_csv, to_json, type_name};
 
 use crate::config::QuerySection;
-use crate::sharing::catalog::{self, PlanGuard, Sources};
+use crate::sharing::catalog::{self, HubLogs, PlanGuard, Sources};
 use crate::sharing::{Grant, Visibility};
 
 #[derive(Debug, thiserror::Error)]
@@ -138,7 +138,7 @@ impl QueryEngine {
         let sources = Sources {
             datasets: &datasets,
             quarantine,
-            audit: None,
+            logs: None,
         };
         let visibility = Visibility {
             consumer: grant.consumer.clone(),
@@ -159,9 +159,9 @@ impl QueryEngine {
         &self,
         visibility: &Visibility,
         sql: &str,
-        audit: Option<Arc<dyn TableProvider>>,
+        logs: Option<HubLogs>,
     ) -> Result<QueryResult, QueryError> {
-        self.query_with(visibility, sql, audit, &|_| Ok(())).await
+        self.query_with(visibility, sql, logs, &|_| Ok(())).await
     }
 
     /// The context a query of `visibility` runs in (its own memory pool, only its views),
@@ -171,7 +171,7 @@ impl QueryEngine {
     pub async fn session(
         &self,
         visibility: &Visibility,
-        audit: Option<Arc<dyn TableProvider>>,
+        logs: Option<HubLogs>,
         extend: &CatalogExtension,
     ) -> Result<(SessionContext, PlanGuard), QueryError> {
         let base = self.per_query_base()?;
@@ -179,7 +179,7 @@ impl QueryEngine {
         let sources = Sources {
             datasets: &datasets,
             quarantine,
-            audit,
+            logs,
         };
         let (ctx, guard) = catalog::consumer_context(&base, &sources, visibility)
             .await
@@ -193,11 +193,11 @@ impl QueryEngine {
         &self,
         visibility: &Visibility,
         sql: &str,
-        audit: Option<Arc<dyn TableProvider>>,
+        logs: Option<HubLogs>,
         extend: &CatalogExtension,
     ) -> Result<QueryResult, QueryError> {
         let limits = self.limits.clone();
-        let (ctx, guard) = self.session(visibility, audit, extend).await?;
+        let (ctx, guard) = self.session(visibility, logs, extend).await?;
         let sql = sql.to_string();
         let max_rows = limits.max_rows;
         let task = tokio::spawn(async move { run(ctx, guard, &sql, max_rows).await });

@@ -8,6 +8,7 @@ mod file_pipelines;
 mod http_api;
 mod http_source;
 mod postgres;
+mod reports;
 mod run_state;
 mod samples;
 mod scheduling;
