@@ -17,6 +17,7 @@ pub mod normalize;
 pub mod overdue;
 pub mod pg;
 pub mod query;
+pub mod report;
 pub mod schedule;
 pub mod sharing;
 pub mod state;

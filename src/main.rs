@@ -85,6 +85,20 @@ enum Command {
         /// The query, e.g. "SELECT count(*) FROM citizen_reports".
         query: String,
     },
+    /// Generate a periodic report (e.g. `report ioc_operation 2025-04 --out bao_cao.html`)
+    /// from the local tables, store it, and write it to a file.
+    Report {
+        /// The report's name (`reports/<name>.toml`).
+        name: String,
+        /// The period: 2025-04 (month), 2025-Q2, 2025-H1 or 2025.
+        period: String,
+        /// html, json, csv or xlsx; by default from the extension of --out.
+        #[arg(long)]
+        format: Option<String>,
+        /// The file to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Manage consumer tokens.
     Token {
         #[command(subcommand)]
@@ -182,13 +196,20 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Check => {
             println!(
-                "{}: ok ({} pipelines: {})",
+                "{}: ok ({} pipelines: {}; {} reports: {})",
                 cli.config.display(),
                 config.pipelines.len(),
                 config
                     .pipelines
                     .iter()
                     .map(|p| p.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                config.reports.len(),
+                config
+                    .reports
+                    .iter()
+                    .map(|r| r.name.as_str())
                     .collect::<Vec<_>>()
                     .join(", ")
             );
@@ -230,6 +251,67 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::SUCCESS
             })
+        }
+        Command::Report {
+            name,
+            period,
+            format,
+            out,
+        } => {
+            let format_text =
+                format.or_else(|| out.extension().and_then(|e| e.to_str()).map(str::to_string));
+            let format = match format_text.as_deref().map(iochub::report::Format::parse) {
+                Some(Some(f)) => f,
+                Some(None) => anyhow::bail!(
+                    "unsupported format {:?}: html, json, csv or xlsx",
+                    format_text.unwrap_or_default()
+                ),
+                None => iochub::report::Format::Html,
+            };
+            if config.report(&name).is_none() {
+                anyhow::bail!(
+                    "no report named {name:?} (reports: {})",
+                    config
+                        .reports
+                        .iter()
+                        .map(|r| r.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+            let period = iochub::report::Period::parse(&period)?;
+            let ingest_first = config.file.hub.ingest_on_start;
+            let hub = Hub::open(config).await?;
+            // As `serve` does at start: a pipeline that never ran is run once, so a report
+            // from a fresh data directory has data (`hub.ingest_on_start = false` skips it).
+            if ingest_first {
+                for pipeline in &hub.config.pipelines {
+                    if hub.last_run(&pipeline.name).is_none() {
+                        let run = hub.run(&pipeline.name, "cli").await?;
+                        eprintln!(
+                            "{}: first run, {:?}: accepted {}, rejected {}",
+                            run.pipeline, run.status, run.accepted, run.rejected
+                        );
+                    }
+                }
+            }
+            let doc = hub.generate_report(&name, &period).await?;
+            let bytes = iochub::report::render(&doc, format)?;
+            std::fs::write(&out, bytes)
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            println!(
+                "{}: {} ({} sections{}) written to {}",
+                doc.title,
+                doc.period_label,
+                doc.sections.len(),
+                if doc.complete {
+                    ""
+                } else {
+                    ", period not over: provisional"
+                },
+                out.display()
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Command::Sql { query: sql } => {
             let hub = Hub::open(config).await?;
@@ -375,6 +457,8 @@ async fn serve(config: config::HubConfig) -> anyhow::Result<ExitCode> {
     let (stop_scheduler, scheduler_stopped) = tokio::sync::watch::channel(false);
     let scheduler = start_scheduler(&hub, &hub_settings);
     let scheduler_task = tokio::spawn(scheduler.0.run(scheduler.1, scheduler_stopped.clone()));
+    let (reports, reports_now) = report_scheduler(&hub);
+    let reports_task = tokio::spawn(reports.run(reports_now, scheduler_stopped.clone()));
     // The feed's delivery loops stop with the scheduler; an unacknowledged batch is sent
     // again after the restart (at least once).
     let overdue = iochub::overdue::start(hub.clone(), scheduler_stopped.clone());
@@ -391,6 +475,7 @@ async fn serve(config: config::HubConfig) -> anyhow::Result<ExitCode> {
     hub.begin_shutdown();
     let _ = stop_scheduler.send(true);
     let _ = scheduler_task.await;
+    let _ = reports_task.await;
     for d in deliveries {
         let _ = d.await;
     }
@@ -451,6 +536,57 @@ fn start_scheduler(hub: &Arc<Hub>, settings: &config::HubSection) -> (Scheduler,
             time_zone: tz,
             max_concurrent_runs: settings.max_concurrent_runs,
             jitter: std::time::Duration::from_secs(settings.jitter_seconds),
+        },
+    );
+    (scheduler, start_now)
+}
+
+/// A second scheduler, for the reports that have a `schedule`: each fire generates the
+/// periods that have just ended (`Hub::generate_ended_reports`). At start every scheduled
+/// report is fired once, so a period that ended while the hub was down is not missed.
+fn report_scheduler(hub: &Arc<Hub>) -> (Scheduler, Vec<String>) {
+    let jobs: Vec<schedule::Job> = hub
+        .config
+        .reports
+        .iter()
+        .filter_map(|r| {
+            Some(schedule::Job {
+                name: r.name.clone(),
+                schedule: r.schedule.clone()?,
+            })
+        })
+        .collect();
+    let start_now = jobs.iter().map(|j| j.name.clone()).collect();
+    let for_dispatch = hub.clone();
+    let dispatch: schedule::Dispatch = Arc::new(move |name: String| {
+        let hub = for_dispatch.clone();
+        Box::pin(async move {
+            match hub.generate_ended_reports(&name).await {
+                Ok(periods) if periods.is_empty() => {}
+                Ok(periods) => {
+                    let periods: Vec<String> = periods.iter().map(|p| p.to_string()).collect();
+                    tracing::info!(report = %name, ?periods, "scheduled report generated");
+                }
+                Err(e) => tracing::warn!(report = %name, error = %e, "scheduled report failed"),
+            }
+        })
+    });
+    let on_skip: schedule::OnSkip = Arc::new(|name: &str| {
+        tracing::info!(
+            report = name,
+            "report still generating; this fire is skipped"
+        );
+    });
+    let scheduler = Scheduler::new(
+        jobs,
+        Arc::new(schedule::SystemClock),
+        dispatch,
+        on_skip,
+        schedule::Settings {
+            time_zone: hub.config.time_zone,
+            // Reports are heavy queries; one at a time keeps them off the ingest's way.
+            max_concurrent_runs: 1,
+            jitter: std::time::Duration::ZERO,
         },
     );
     (scheduler, start_now)

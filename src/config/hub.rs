@@ -37,6 +37,29 @@ pub struct HubFile {
     /// Watching for items past their deadline: a gauge per unit, and a webhook per new one.
     #[serde(default)]
     pub overdue: Option<OverdueConfig>,
+    /// Periodic reports (`reports/*.toml`).
+    #[serde(default)]
+    pub reports: ReportsSection,
+}
+
+/// `[reports]`: where the report definitions are.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ReportsSection {
+    /// Folder of report definitions (`*.toml`), relative to the config file.
+    #[serde(default = "default_reports_dir")]
+    pub dir: PathBuf,
+}
+
+fn default_reports_dir() -> PathBuf {
+    "reports".into()
+}
+
+impl Default for ReportsSection {
+    fn default() -> Self {
+        ReportsSection {
+            dir: default_reports_dir(),
+        }
+    }
 }
 
 /// `[overdue]`: an SQL query (run as the IOC) whose rows are the items overdue now, each

@@ -6,6 +6,7 @@
 mod diagnostics;
 mod hub;
 mod pipeline;
+mod report;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,7 +20,8 @@ use iochub_connectors::{BuildContext, SourceConfig};
 pub use diagnostics::{ConfigErrors, Problem};
 pub use hub::{
     AuditSection, AuthSection, HttpSection, HubFile, HubSection, OrgLevel, Organisation,
-    OverdueConfig, PostgresSection, QuerySection, SharingSection, Unit, ViewConfig,
+    OverdueConfig, PostgresSection, QuerySection, ReportsSection, SharingSection, Unit,
+    ViewConfig,
 };
 pub use pipeline::{Check, Coercions, CursorConfig, DateFormat, RunRetry, Sharing, parse_duration};
 
@@ -34,6 +36,7 @@ const RESERVED_NAMES: &[&str] = &[
     "information_schema",
     "share",
     "pg_catalog",
+    "runs",
 ];
 
 /// A path from the config file (relative to its folder unless absolute).
@@ -70,11 +73,17 @@ pub struct HubConfig {
     pub units: Arc<crate::units::Units>,
     /// Checked `[[subscriptions]]`.
     pub subscriptions: Vec<crate::feed::Subscription>,
+    /// Checked report definitions (`reports/*.toml`), in name order.
+    pub reports: Vec<Arc<crate::report::ReportDef>>,
 }
 
 impl HubConfig {
     pub fn pipeline(&self, name: &str) -> Option<&Arc<Pipeline>> {
         self.pipelines.iter().find(|p| p.name == name)
+    }
+
+    pub fn report(&self, name: &str) -> Option<&Arc<crate::report::ReportDef>> {
+        self.reports.iter().find(|r| r.name == name)
     }
 }
 
@@ -212,6 +221,13 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<HubConfig, ConfigError
         &grants,
         &mut problems,
     );
+    let reports = report::load_reports(
+        &resolve(path, &file.reports.dir),
+        &functions,
+        &pipelines,
+        time_zone,
+        &mut problems,
+    );
     if problems.is_empty() {
         Ok(HubConfig {
             path: path.to_path_buf(),
@@ -225,6 +241,7 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<HubConfig, ConfigError
             calendar,
             units,
             subscriptions,
+            reports,
         })
     } else {
         Err(ConfigErrors(problems))

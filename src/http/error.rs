@@ -94,6 +94,9 @@ impl From<HubError> for ApiError {
             HubError::Storage(s) => {
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", s.to_string())
             }
+            HubError::Report(r) => {
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "report", r.to_string())
+            }
         }
     }
 }

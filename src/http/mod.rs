@@ -3,6 +3,7 @@
 mod auth;
 mod error;
 mod feed;
+mod reports;
 mod sharing;
 
 use std::sync::Arc;
@@ -43,6 +44,8 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/share-requests", post(sharing::file).get(sharing::list))
         .route("/share-requests/{id}/{decision}", post(sharing::decide))
         .route("/audit", get(sharing::audit))
+        .route("/reports", get(reports::list))
+        .route("/reports/{name}/{period}", get(reports::read))
         .route_layer(middleware::from_fn_with_state(
             hub.clone(),
             auth::require_consumer,

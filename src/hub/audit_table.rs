@@ -29,18 +29,24 @@ impl std::fmt::Debug for AuditTable {
     }
 }
 
+pub fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("seq", DataType::Int64, false),
+        Field::new("at", crate::normalize::timestamp_type(), false),
+        Field::new("consumer", DataType::Utf8, true),
+        Field::new("action", DataType::Utf8, false),
+        Field::new("target", DataType::Utf8, true),
+        Field::new("detail", DataType::Utf8, false),
+        Field::new("outcome", DataType::Utf8, false),
+    ]))
+}
+
 impl AuditTable {
     pub fn new(store: Arc<dyn StateStore>) -> Self {
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("seq", DataType::Int64, false),
-            Field::new("at", crate::normalize::timestamp_type(), false),
-            Field::new("consumer", DataType::Utf8, true),
-            Field::new("action", DataType::Utf8, false),
-            Field::new("target", DataType::Utf8, true),
-            Field::new("detail", DataType::Utf8, false),
-            Field::new("outcome", DataType::Utf8, false),
-        ]));
-        AuditTable { store, schema }
+        AuditTable {
+            store,
+            schema: schema(),
+        }
     }
 
     fn batch(&self) -> Result<RecordBatch> {

@@ -4,10 +4,13 @@
 mod audit_table;
 mod feed;
 mod publish;
+mod reports;
+mod runs_table;
 mod sharing;
 
 pub use feed::{FeedPage, MAX_FEED_LIMIT, SubscriptionStatus, TargetStatus};
 pub use publish::{PublishRejection, PublishReport};
+pub use reports::ReportListing;
 pub use sharing::{CatalogView, Decision, ShareView};
 
 use std::collections::HashMap;
@@ -56,6 +59,17 @@ pub enum HubError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Query(#[from] QueryError),
+    #[error(transparent)]
+    Report(#[from] crate::report::ReportError),
+}
+
+/// The columns of the hub's own log tables, `audit` and `runs` (report definitions are
+/// planned against them at config load).
+pub fn log_table_schemas() -> Vec<(&'static str, arrow::datatypes::SchemaRef)> {
+    vec![
+        ("audit", audit_table::schema()),
+        ("runs", runs_table::schema()),
+    ]
 }
 
 pub struct Hub {

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDate;
-use datafusion::catalog::TableProvider;
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -140,10 +139,21 @@ impl Hub {
         ))
     }
 
-    fn audit_provider(&self) -> Option<Arc<dyn TableProvider>> {
-        Some(Arc::new(super::audit_table::AuditTable::new(
-            self.state.clone(),
-        )))
+    /// The `audit` and `runs` tables, read from the state store when scanned.
+    fn hub_logs(&self) -> Option<crate::sharing::catalog::HubLogs> {
+        let pipelines = self
+            .config
+            .pipelines
+            .iter()
+            .map(|p| (p.name.clone(), p.title.clone()))
+            .collect();
+        Some(crate::sharing::catalog::HubLogs {
+            audit: Arc::new(super::audit_table::AuditTable::new(self.state.clone())),
+            runs: Arc::new(super::runs_table::RunsTable::new(
+                self.state.clone(),
+                pipelines,
+            )),
+        })
     }
 
     /// Runs SQL as `consumer`, within its catalog; every query is audited.
@@ -161,15 +171,12 @@ impl Hub {
     ) -> Result<QueryResult, HubError> {
         let started = Instant::now();
         let visibility = self.visibility_of(consumer)?;
-        let audit = if visibility.audit {
-            self.audit_provider()
+        let logs = if visibility.audit {
+            self.hub_logs()
         } else {
             None
         };
-        let outcome = self
-            .engine
-            .query_with(&visibility, sql, audit, extend)
-            .await;
+        let outcome = self.engine.query_with(&visibility, sql, logs, extend).await;
         let (result, detail) = match &outcome {
             Ok(r) => (
                 "ok",
@@ -198,19 +205,19 @@ impl Hub {
         HubError,
     > {
         let visibility = self.visibility_of(consumer)?;
-        let audit = if visibility.audit {
-            self.audit_provider()
+        let logs = if visibility.audit {
+            self.hub_logs()
         } else {
             None
         };
-        Ok(self.engine.session(&visibility, audit, extend).await?)
+        Ok(self.engine.session(&visibility, logs, extend).await?)
     }
 
     /// SQL as the local operator (the command line), who holds the data files anyway.
     pub async fn sql(&self, sql: &str) -> Result<QueryResult, HubError> {
         let visibility = sharing::operator_visibility(&self.config.pipelines);
-        let audit = self.audit_provider();
-        Ok(self.engine.query(&visibility, sql, audit).await?)
+        let logs = self.hub_logs();
+        Ok(self.engine.query(&visibility, sql, logs).await?)
     }
 
     /// The datasets `consumer` may read, with columns (masked ones marked) and publishers,

@@ -30,7 +30,7 @@ use futures::StreamExt;
 pub use format::{to_arrow_ipc, to_csv, to_json, type_name};
 
 use crate::config::QuerySection;
-use crate::sharing::catalog::{self, PlanGuard, Sources};
+use crate::sharing::catalog::{self, HubLogs, PlanGuard, Sources};
 use crate::sharing::{Grant, Visibility};
 
 #[derive(Debug, thiserror::Error)]
@@ -148,7 +148,7 @@ impl QueryEngine {
         let sources = Sources {
             datasets: &datasets,
             quarantine,
-            audit: None,
+            logs: None,
             views: &[],
         };
         let visibility = Visibility {
@@ -170,9 +170,9 @@ impl QueryEngine {
         &self,
         visibility: &Visibility,
         sql: &str,
-        audit: Option<Arc<dyn TableProvider>>,
+        logs: Option<HubLogs>,
     ) -> Result<QueryResult, QueryError> {
-        self.query_with(visibility, sql, audit, &|_| Ok(())).await
+        self.query_with(visibility, sql, logs, &|_| Ok(())).await
     }
 
     /// The context a query of `visibility` runs in (its own memory pool, only its views),
@@ -182,7 +182,7 @@ impl QueryEngine {
     pub async fn session(
         &self,
         visibility: &Visibility,
-        audit: Option<Arc<dyn TableProvider>>,
+        logs: Option<HubLogs>,
         extend: &CatalogExtension,
     ) -> Result<(SessionContext, PlanGuard), QueryError> {
         let base = self.per_query_base()?;
@@ -190,7 +190,7 @@ impl QueryEngine {
         let sources = Sources {
             datasets: &datasets,
             quarantine,
-            audit,
+            logs,
             views: &self.views,
         };
         let (ctx, guard) = catalog::consumer_context(&base, &sources, visibility)
@@ -205,11 +205,11 @@ impl QueryEngine {
         &self,
         visibility: &Visibility,
         sql: &str,
-        audit: Option<Arc<dyn TableProvider>>,
+        logs: Option<HubLogs>,
         extend: &CatalogExtension,
     ) -> Result<QueryResult, QueryError> {
         let limits = self.limits.clone();
-        let (ctx, guard) = self.session(visibility, audit, extend).await?;
+        let (ctx, guard) = self.session(visibility, logs, extend).await?;
         let sql = sql.to_string();
         let max_rows = limits.max_rows;
         let task = tokio::spawn(async move { run(ctx, guard, &sql, max_rows).await });

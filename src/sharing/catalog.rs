@@ -37,10 +37,18 @@ pub struct Sources<'a> {
     /// Every dataset's table, unmasked. Never registered in a consumer's catalog as is.
     pub datasets: &'a HashMap<String, Arc<dyn TableProvider>>,
     pub quarantine: Arc<dyn TableProvider>,
-    /// The audit log, for consumers who may read it.
-    pub audit: Option<Arc<dyn TableProvider>>,
+    /// The hub's own logs, for consumers who may read them.
+    pub logs: Option<HubLogs>,
     /// `[[views]]`, planned in each consumer's catalog over its own views.
     pub views: &'a [crate::config::ViewConfig],
+}
+
+/// The hub's own logs as SQL tables: `audit` (the audit log) and `runs` (the run history).
+/// Admins and the local operator see them (`Visibility::audit`).
+#[derive(Clone)]
+pub struct HubLogs {
+    pub audit: Arc<dyn TableProvider>,
+    pub runs: Arc<dyn TableProvider>,
 }
 
 /// Refuses a plan that scans a raw dataset table anywhere but inside one of the consumer's
@@ -441,10 +449,13 @@ pub async fn consumer_context(
         }
     }
     if visibility.audit
-        && let Some(audit) = &sources.audit
+        && let Some(logs) = &sources.logs
     {
         public
-            .register_table("audit".into(), audit.clone())
+            .register_table("audit".into(), logs.audit.clone())
+            .map_err(internal)?;
+        public
+            .register_table("runs".into(), logs.runs.clone())
             .map_err(internal)?;
     }
     let mut raw: Vec<Arc<dyn TableProvider>> = sources.datasets.values().cloned().collect();
@@ -503,7 +514,7 @@ mod tests {
         let sources = Sources {
             datasets: &datasets,
             quarantine: table(),
-            audit: None,
+            logs: None,
             views: &[],
         };
         let base = SessionContext::new();
@@ -547,7 +558,7 @@ mod tests {
         let sources = Sources {
             datasets: &datasets,
             quarantine: table(),
-            audit: None,
+            logs: None,
             views: &[],
         };
         let broken = Grant {

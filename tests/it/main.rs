@@ -12,6 +12,7 @@ mod http_source;
 mod overdue;
 mod postgres;
 mod routing;
+mod reports;
 mod run_state;
 mod samples;
 mod scheduling;

@@ -1,0 +1,136 @@
+//! The run history as the SQL table `runs` (one row per pipeline run: status, counts,
+//! error), read from the state store only when a query scans it. Like `audit`, it is the
+//! hub's own log: admins and the local operator see it (periodic reports use it).
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Int64Array, StringArray, TimestampMicrosecondArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::datasource::{MemTable, TableType};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::ExecutionPlan;
+
+use crate::ingest::RunReport;
+use crate::state::StateStore;
+
+/// The newest runs of each pipeline offered to SQL: a pipeline every 5 minutes makes about
+/// 105 000 a year.
+const RUNS_PER_PIPELINE: usize = 120_000;
+
+pub struct RunsTable {
+    store: Arc<dyn StateStore>,
+    /// (name, title) of every configured pipeline.
+    pipelines: Vec<(String, String)>,
+    schema: SchemaRef,
+}
+
+impl std::fmt::Debug for RunsTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RunsTable")
+    }
+}
+
+pub fn schema() -> SchemaRef {
+    let count = |name| Field::new(name, DataType::Int64, false);
+    Arc::new(Schema::new(vec![
+        Field::new("pipeline", DataType::Utf8, false),
+        Field::new("title", DataType::Utf8, false),
+        Field::new("run_id", DataType::Utf8, false),
+        Field::new("started_at", crate::normalize::timestamp_type(), false),
+        Field::new("finished_at", crate::normalize::timestamp_type(), false),
+        Field::new("status", DataType::Utf8, false),
+        count("fetched"),
+        count("accepted"),
+        count("rejected"),
+        count("bytes"),
+        count("attempts"),
+        Field::new("trigger", DataType::Utf8, false),
+        Field::new("error", DataType::Utf8, true),
+        Field::new("error_class", DataType::Utf8, true),
+    ]))
+}
+
+impl RunsTable {
+    pub fn new(store: Arc<dyn StateStore>, pipelines: Vec<(String, String)>) -> Self {
+        RunsTable {
+            store,
+            pipelines,
+            schema: schema(),
+        }
+    }
+
+    fn batch(&self) -> Result<RecordBatch> {
+        let mut runs: Vec<(&str, RunReport)> = Vec::new();
+        for (name, title) in &self.pipelines {
+            let list = self
+                .store
+                .runs(name, RUNS_PER_PIPELINE)
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            runs.extend(list.into_iter().map(|r| (title.as_str(), r)));
+        }
+        let int = |f: fn(&RunReport) -> i64| -> ArrayRef {
+            Arc::new(Int64Array::from_iter_values(runs.iter().map(|(_, r)| f(r))))
+        };
+        let time = |f: fn(&RunReport) -> i64| -> ArrayRef {
+            Arc::new(
+                TimestampMicrosecondArray::from_iter_values(runs.iter().map(|(_, r)| f(r)))
+                    .with_timezone("UTC"),
+            )
+        };
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(
+                runs.iter().map(|(_, r)| r.pipeline.as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(runs.iter().map(|(t, _)| *t))),
+            Arc::new(StringArray::from_iter_values(
+                runs.iter().map(|(_, r)| r.run_id.as_str()),
+            )),
+            time(|r| r.started_at.timestamp_micros()),
+            time(|r| r.finished_at.timestamp_micros()),
+            Arc::new(StringArray::from_iter_values(
+                runs.iter().map(|(_, r)| r.status.as_str()),
+            )),
+            int(|r| r.fetched as i64),
+            int(|r| r.accepted as i64),
+            int(|r| r.rejected as i64),
+            int(|r| r.bytes as i64),
+            int(|r| i64::from(r.attempts)),
+            Arc::new(StringArray::from_iter_values(
+                runs.iter().map(|(_, r)| r.trigger.as_str()),
+            )),
+            Arc::new(StringArray::from_iter(
+                runs.iter().map(|(_, r)| r.error.as_deref()),
+            )),
+            Arc::new(StringArray::from_iter(
+                runs.iter().map(|(_, r)| r.error_class.as_deref()),
+            )),
+        ];
+        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+    }
+}
+
+#[async_trait]
+impl TableProvider for RunsTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let table = MemTable::try_new(self.schema.clone(), vec![vec![self.batch()?]])?;
+        table.scan(state, projection, filters, limit).await
+    }
+}
