@@ -20,8 +20,7 @@ use iochub_connectors::{BuildContext, SourceConfig};
 pub use diagnostics::{ConfigErrors, Problem};
 pub use hub::{
     AuditSection, AuthSection, HttpSection, HubFile, HubSection, OrgLevel, Organisation,
-    OverdueConfig, PostgresSection, QuerySection, ReportsSection, SharingSection, Unit,
-    ViewConfig,
+    OverdueConfig, PostgresSection, QuerySection, ReportsSection, SharingSection, Unit, ViewConfig,
 };
 pub use pipeline::{Check, Coercions, CursorConfig, DateFormat, RunRetry, Sharing, parse_duration};
 

@@ -115,7 +115,7 @@ fn planning_context(
         crate::sharing::catalog::empty_context(functions).map_err(|e| e.to_string())?;
     let mut tables: Vec<(String, arrow::datatypes::SchemaRef)> = pipelines
         .iter()
-        .map(|p| (p.name.clone(), p.table_schema.clone()))
+        .map(|p| (p.name.clone(), p.query_schema.clone()))
         .collect();
     tables.push((
         crate::storage::quarantine::TABLE.to_string(),

@@ -23,9 +23,19 @@ const RUNS_PER_PIPELINE: usize = 120_000;
 
 pub struct RunsTable {
     store: Arc<dyn StateStore>,
-    /// (name, title) of every configured pipeline.
-    pipelines: Vec<(String, String)>,
+    pipelines: Vec<PipelineInfo>,
     schema: SchemaRef,
+}
+
+/// What each run row says of its pipeline, from the config: the unit scorecard judges the
+/// publishers' data timeliness against the allowed staleness.
+#[derive(Debug, Clone)]
+pub struct PipelineInfo {
+    pub name: String,
+    pub title: String,
+    /// Consumer ids of the publishing departments, comma-separated.
+    pub publishers: String,
+    pub max_staleness_seconds: Option<i64>,
 }
 
 impl std::fmt::Debug for RunsTable {
@@ -39,6 +49,8 @@ pub fn schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("pipeline", DataType::Utf8, false),
         Field::new("title", DataType::Utf8, false),
+        Field::new("publishers", DataType::Utf8, false),
+        Field::new("max_staleness_seconds", DataType::Int64, true),
         Field::new("run_id", DataType::Utf8, false),
         Field::new("started_at", crate::normalize::timestamp_type(), false),
         Field::new("finished_at", crate::normalize::timestamp_type(), false),
@@ -55,7 +67,7 @@ pub fn schema() -> SchemaRef {
 }
 
 impl RunsTable {
-    pub fn new(store: Arc<dyn StateStore>, pipelines: Vec<(String, String)>) -> Self {
+    pub fn new(store: Arc<dyn StateStore>, pipelines: Vec<PipelineInfo>) -> Self {
         RunsTable {
             store,
             pipelines,
@@ -64,13 +76,13 @@ impl RunsTable {
     }
 
     fn batch(&self) -> Result<RecordBatch> {
-        let mut runs: Vec<(&str, RunReport)> = Vec::new();
-        for (name, title) in &self.pipelines {
+        let mut runs: Vec<(&PipelineInfo, RunReport)> = Vec::new();
+        for info in &self.pipelines {
             let list = self
                 .store
-                .runs(name, RUNS_PER_PIPELINE)
+                .runs(&info.name, RUNS_PER_PIPELINE)
                 .map_err(|e| DataFusionError::External(Box::new(e)))?;
-            runs.extend(list.into_iter().map(|r| (title.as_str(), r)));
+            runs.extend(list.into_iter().map(|r| (info, r)));
         }
         let int = |f: fn(&RunReport) -> i64| -> ArrayRef {
             Arc::new(Int64Array::from_iter_values(runs.iter().map(|(_, r)| f(r))))
@@ -85,7 +97,15 @@ impl RunsTable {
             Arc::new(StringArray::from_iter_values(
                 runs.iter().map(|(_, r)| r.pipeline.as_str()),
             )),
-            Arc::new(StringArray::from_iter_values(runs.iter().map(|(t, _)| *t))),
+            Arc::new(StringArray::from_iter_values(
+                runs.iter().map(|(p, _)| p.title.as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                runs.iter().map(|(p, _)| p.publishers.as_str()),
+            )),
+            Arc::new(Int64Array::from_iter(
+                runs.iter().map(|(p, _)| p.max_staleness_seconds),
+            )),
             Arc::new(StringArray::from_iter_values(
                 runs.iter().map(|(_, r)| r.run_id.as_str()),
             )),

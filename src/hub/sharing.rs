@@ -145,7 +145,12 @@ impl Hub {
             .config
             .pipelines
             .iter()
-            .map(|p| (p.name.clone(), p.title.clone()))
+            .map(|p| super::runs_table::PipelineInfo {
+                name: p.name.clone(),
+                title: p.title.clone(),
+                publishers: p.publishers.join(", "),
+                max_staleness_seconds: p.max_staleness.map(|d| d.as_secs() as i64),
+            })
             .collect();
         Some(crate::sharing::catalog::HubLogs {
             audit: Arc::new(super::audit_table::AuditTable::new(self.state.clone())),

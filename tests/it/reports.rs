@@ -122,6 +122,70 @@ async fn the_operation_report_matches_the_samples_figure_by_figure() {
         assert!((ratio(&statuses[status]["share"]) - n as f64 / 20.0).abs() < 1e-12);
     }
     assert_eq!(statuses.len(), 3);
+    // By handling unit (routing and deadlines by hand, see reports_expected.py): received,
+    // answered on time, answered late, open past the deadline; every open April report is
+    // overdue today.
+    let units = by(
+        section(&april, "Phản ánh hiện trường theo đơn vị xử lý"),
+        "assigned_unit_code",
+    );
+    let expected_units = [
+        ("25363", 2, 1, 0, 1),
+        ("25366", 2, 2, 0, 0),
+        ("25369", 1, 1, 0, 0),
+        ("25372", 2, 1, 0, 1),
+        ("25375", 2, 1, 0, 1),
+        ("25378", 1, 0, 0, 1),
+        ("25381", 1, 0, 0, 1),
+        ("25384", 3, 0, 0, 3),
+        ("25387", 1, 0, 0, 1),
+        ("25390", 2, 0, 0, 2),
+        ("25393", 1, 0, 0, 1),
+        ("VP_HDND_UBND", 2, 0, 0, 2),
+    ];
+    assert_eq!(units.len(), expected_units.len(), "{units:#?}");
+    for (code, received, on_time, late, overdue) in expected_units {
+        let row = &units[code];
+        assert_eq!(
+            (
+                int(&row["received"]),
+                int(&row["answered_on_time"]),
+                int(&row["answered_late"]),
+                int(&row["open_overdue"]),
+            ),
+            (received, on_time, late, overdue),
+            "{code}"
+        );
+        assert!((ratio(&row["on_time_rate"]) - on_time as f64 / received as f64).abs() < 1e-12);
+    }
+    let standing = &section(&april, "Đơn vị xử lý phản ánh tốt nhất và chậm nhất").rows;
+    assert_eq!(standing.len(), 2, "{standing:?}");
+    assert_eq!(
+        (standing[0][0].clone(), standing[0][1].clone()),
+        ("Tốt nhất".into(), "Xã Thuận Lợi".into())
+    );
+    assert_eq!(
+        (standing[1][0].clone(), standing[1][1].clone()),
+        ("Chậm nhất".into(), "Xã Tân Hòa".into())
+    );
+    // Data timeliness per publisher: every shipped dataset ran once just now, within its
+    // allowed staleness; the quarantine share is the run's.
+    let month = chrono::Utc::now().format("%Y-%m").to_string();
+    let now = hub
+        .generate_report("ioc_operation", &Period::parse(&month).unwrap())
+        .await
+        .unwrap();
+    let publishers = by(
+        section(
+            &now,
+            "Tính kịp thời, chất lượng dữ liệu của các đơn vị cung cấp",
+        ),
+        "title",
+    );
+    let schools = &publishers["Trường học"];
+    assert_eq!(schools["publishers"], "phong_gddt");
+    assert_eq!(schools["timeliness"], "Kịp thời");
+    assert!((ratio(&schools["quarantine_rate"]) - 5.0 / 28.0).abs() < 1e-12);
     // The dossiers cover January to March only.
     assert!(
         section(&april, "Giải quyết thủ tục hành chính theo cơ quan")
@@ -257,7 +321,7 @@ async fn the_operation_report_matches_the_samples_figure_by_figure() {
         "Trung tâm Điều hành thông minh huyện Đồng Phú",
         "Quý I năm 2025",
         "Từ ngày 01/01/2025 đến hết ngày 31/03/2025",
-        "4. Giải quyết thủ tục hành chính theo cơ quan",
+        "7. Giải quyết thủ tục hành chính theo cơ quan",
         "<th>Tỷ lệ đúng hạn</th>",
         "<td class=\"num\">1.897</td>",
         "<td class=\"num\">93,2 %</td>",
@@ -298,7 +362,7 @@ async fn the_operation_report_matches_the_samples_figure_by_figure() {
     let mut book: calamine::Xlsx<_> = calamine::Xlsx::new(Cursor::new(xlsx)).unwrap();
     let names = book.sheet_names();
     assert_eq!(names.len(), q1.sections.len(), "{names:?}");
-    let dossier_sheet = names.iter().find(|n| n.starts_with("4. ")).unwrap().clone();
+    let dossier_sheet = names.iter().find(|n| n.starts_with("7. ")).unwrap().clone();
     let range = book.worksheet_range(&dossier_sheet).unwrap();
     let cells: Vec<Vec<calamine::Data>> = range.rows().map(|r| r.to_vec()).collect();
     let header = cells
@@ -313,7 +377,7 @@ async fn the_operation_report_matches_the_samples_figure_by_figure() {
     let csv = report::render(&q1, Format::Csv).unwrap();
     assert!(csv.starts_with(b"\xEF\xBB\xBF"));
     let text = String::from_utf8(csv[3..].to_vec()).unwrap();
-    assert!(text.contains("4. Giải quyết thủ tục hành chính theo cơ quan\n"));
+    assert!(text.contains("7. Giải quyết thủ tục hành chính theo cơ quan\n"));
     assert!(text.contains("Phòng Tư pháp huyện Đồng Phú,DP-TP,638,356,606,"));
 }
 

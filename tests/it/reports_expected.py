@@ -94,3 +94,54 @@ for a in sorted(agg):
     n = agg[a]
     print(f'  ("{a}", {n["received_online"]+n["received_direct"]}, {n["received_online"]}, {n["resolved_early"]+n["resolved_on_time"]+n["resolved_late"]}, {n["resolved_early"]+n["resolved_on_time"]}, {n["resolved_late"]}),')
 print("online total", tot["received_online"], "ontime total", tot["resolved_early"]+tot["resolved_on_time"])
+
+
+# April 2025 citizen reports by handling unit (tests/it/reports.rs): the units by hand from
+# the GeoJSON rectangles (the table in tests/it/citizen_reports.rs), deadlines by the calendar.
+def april_by_unit():
+    import json, datetime, tomllib
+    cal = tomllib.load(open('samples/holidays_vn.toml','rb'))
+    off=set(); make=set()
+    for h in cal.get('holiday',[]):
+        if h.get('status')=='pending': continue
+        d=datetime.date.fromisoformat(h['start']); e=datetime.date.fromisoformat(h['end'])
+        while d<=e: off.add(d); d+=datetime.timedelta(days=1)
+    for m in cal.get('makeup_workday',[]): make.add(datetime.date.fromisoformat(m['date']))
+    def working(d): return d in make or (d.weekday()<5 and d not in off)
+    def due(d):
+        n=0
+        while n<3:
+            d+=datetime.timedelta(days=1)
+            if working(d): n+=1
+        return d
+    UNIT={}
+    for u,ls in [("25363",[1,12,23,34,45]),("25366",[2,13,24,35,46,50]),("25369",[3,14,25,36,47,51]),("25372",[4,15,26,37,48]),("25375",[5,16,27,38]),("25378",[6,17,28,39,54,63]),("25381",[7,18,29,40,55,62]),("25384",[8,19,30,41,49,61]),("25387",[9,20,31,42,56]),("25390",[10,21,32,43,57]),("25393",[11,22,33,44,58]),("VP_HDND_UBND",[52,53,59,60])]:
+        for l in ls: UNIT[l]=u
+    tz=datetime.timezone(datetime.timedelta(hours=7))
+    def parse(s):
+        try:
+            t=datetime.datetime.fromisoformat(s)
+        except ValueError:
+            t=datetime.datetime.strptime(s,'%d/%m/%Y %H:%M')
+        if t.tzinfo is None: t=t.replace(tzinfo=tz)
+        return t.astimezone(tz)
+    last={}
+    for i,l in enumerate(open('samples/feedback.jsonl'),1):
+        r=json.loads(l); last[r['service_request_id']]=(i,r)
+    agg={}
+    for i,r in last.values():
+        t=parse(r['requested_datetime'])
+        if not (t.year==2025 and t.month==4): continue
+        u=UNIT[i]; d=due(t.date())
+        answered = r['status']=='closed' or r['x_status_detail']=='da_xu_ly'
+        if answered:
+            a=parse(r['updated_datetime']).date()
+            s='answered_on_time' if a<=d else 'answered_late'
+        else: s='open_overdue'
+        a=agg.setdefault(u,{'received':0,'answered_on_time':0,'answered_late':0,'open_overdue':0})
+        a['received']+=1; a[s]+=1
+    for u in sorted(agg): print(u, agg[u], round(agg[u]['answered_on_time']/agg[u]['received'],4))
+    print(sum(a['received'] for a in agg.values()))
+
+
+april_by_unit()
