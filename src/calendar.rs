@@ -69,6 +69,27 @@ pub struct WorkingCalendar {
     off: BTreeSet<NaiveDate>,
     /// Rest days that are working days (ngày làm bù).
     makeup: BTreeSet<NaiveDate>,
+    rule: DeadlineRule,
+}
+
+/// How a period of working days is counted (`[calendar]` in `config.toml`). The default is
+/// the Civil Code's (2015, arts. 147–148): the day of receipt does not count, and the period
+/// ends at the end of its last working day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DeadlineRule {
+    /// Count the day of receipt as the first day when it is a working day.
+    pub receipt_day_counts: bool,
+    pub ends: DeadlineEnd,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeadlineEnd {
+    /// 23:59:59.999999 local time of the last day.
+    #[default]
+    EndOfDay,
+    /// The time of day of the receipt, on the last day.
+    SameTime,
 }
 
 /// A holiday's status that makes its days off. `pending` (proposed, not yet law) does not.
@@ -96,7 +117,18 @@ impl WorkingCalendar {
             rest: vec![Weekday::Sat, Weekday::Sun],
             off: BTreeSet::new(),
             makeup: BTreeSet::new(),
+            rule: DeadlineRule::default(),
         }
+    }
+
+    /// The same calendar with another way of counting deadlines.
+    pub fn with_rule(mut self, rule: DeadlineRule) -> Self {
+        self.rule = rule;
+        self
+    }
+
+    pub fn rule(&self) -> DeadlineRule {
+        self.rule
     }
 
     pub fn load(path: &Path) -> Result<Self, CalendarError> {
@@ -154,7 +186,12 @@ impl WorkingCalendar {
                 makeup.insert(day);
             }
         }
-        Ok(WorkingCalendar { rest, off, makeup })
+        Ok(WorkingCalendar {
+            rest,
+            off,
+            makeup,
+            rule: DeadlineRule::default(),
+        })
     }
 
     pub fn is_working_day(&self, day: NaiveDate) -> bool {
@@ -168,6 +205,9 @@ impl WorkingCalendar {
     pub fn add_working_days(&self, from: NaiveDate, n: u32) -> NaiveDate {
         let mut day = from;
         let mut left = n;
+        if self.rule.receipt_day_counts && n > 0 && self.is_working_day(from) {
+            left -= 1;
+        }
         while left > 0 {
             match day.succ_opt() {
                 Some(next) => day = next,
@@ -264,5 +304,33 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("2025-13-01"), "{e}");
+    }
+
+    #[test]
+    fn the_deadline_rule_is_configurable() {
+        let default = calendar();
+        let counting = calendar().with_rule(DeadlineRule {
+            receipt_day_counts: true,
+            ends: DeadlineEnd::EndOfDay,
+        });
+        let day = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+        // Thu 3/4/2025: not counted → Fri 4, Tue 8, Wed 9; counted → Thu 3, Fri 4, Tue 8.
+        assert_eq!(
+            default.add_working_days(day("2025-04-03"), 3),
+            day("2025-04-09")
+        );
+        assert_eq!(
+            counting.add_working_days(day("2025-04-03"), 3),
+            day("2025-04-08")
+        );
+        // Received on a day off, the receipt day cannot count: the same either way.
+        assert_eq!(
+            counting.add_working_days(day("2025-04-06"), 3),
+            day("2025-04-10")
+        );
+        assert_eq!(
+            default.add_working_days(day("2025-04-06"), 3),
+            day("2025-04-10")
+        );
     }
 }

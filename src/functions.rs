@@ -32,7 +32,7 @@ use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 
-use crate::calendar::WorkingCalendar;
+use crate::calendar::{DeadlineEnd, WorkingCalendar};
 use crate::units::Units;
 
 const EPOCH_DAY: i32 = 719_163;
@@ -89,21 +89,35 @@ fn local_dates(array: &ArrayRef, tz: Tz) -> Result<Vec<Option<NaiveDate>>> {
             .map(|d| d.and_then(|d| NaiveDate::from_num_days_from_ce_opt(d + EPOCH_DAY)))
             .collect()),
         DataType::Null => Ok(vec![None; array.len()]),
-        _ => {
-            let micros = cast(
-                array,
-                &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-            )?;
-            Ok(micros
-                .as_primitive::<TimestampMicrosecondType>()
-                .iter()
-                .map(|t| {
-                    t.and_then(chrono::DateTime::from_timestamp_micros)
-                        .map(|t| t.with_timezone(&tz).date_naive())
-                })
-                .collect())
-        }
+        _ => Ok(local_datetimes(array, tz)?
+            .into_iter()
+            .map(|t| t.map(|t| t.date()))
+            .collect()),
     }
+}
+
+/// Local times of day of a timestamp column.
+fn local_times(array: &ArrayRef, tz: Tz) -> Result<Vec<Option<NaiveTime>>> {
+    Ok(local_datetimes(array, tz)?
+        .into_iter()
+        .map(|t| t.map(|t| t.time()))
+        .collect())
+}
+
+/// A timestamp column (any unit or zone) as local date-times in `tz`.
+fn local_datetimes(array: &ArrayRef, tz: Tz) -> Result<Vec<Option<chrono::NaiveDateTime>>> {
+    let micros = cast(
+        array,
+        &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+    )?;
+    Ok(micros
+        .as_primitive::<TimestampMicrosecondType>()
+        .iter()
+        .map(|t| {
+            t.and_then(chrono::DateTime::from_timestamp_micros)
+                .map(|t| t.with_timezone(&tz).naive_local())
+        })
+        .collect())
 }
 
 fn days(date: NaiveDate) -> i32 {
@@ -175,14 +189,24 @@ impl ScalarUDFImpl for CalendarFunction {
                 if matches!(arrays[0].data_type(), DataType::Date32 | DataType::Date64) {
                     Arc::new(Date32Array::from_iter(due.iter().map(|d| d.map(days))))
                 } else {
-                    // The end of the last working day, local time: 23:59:59.999999.
-                    let end = NaiveTime::from_hms_micro_opt(23, 59, 59, 999_999)
+                    // The end of the last working day, local time: 23:59:59.999999; or, with
+                    // `ends = "same_time"`, the time of day of the receipt.
+                    let end_of_day = NaiveTime::from_hms_micro_opt(23, 59, 59, 999_999)
                         .unwrap_or(NaiveTime::MIN);
+                    let times = match self.calendar.rule().ends {
+                        DeadlineEnd::EndOfDay => vec![Some(end_of_day); due.len()],
+                        DeadlineEnd::SameTime => local_times(&arrays[0], tz)?,
+                    };
                     Arc::new(
-                        TimestampMicrosecondArray::from_iter(due.iter().map(|d| {
-                            d.and_then(|d| tz.from_local_datetime(&d.and_time(end)).earliest())
-                                .map(|t| t.timestamp_micros())
-                        }))
+                        TimestampMicrosecondArray::from_iter(due.iter().zip(&times).map(
+                            |(d, time)| {
+                                d.zip(*time)
+                                    .and_then(|(d, time)| {
+                                        tz.from_local_datetime(&d.and_time(time)).earliest()
+                                    })
+                                    .map(|t| t.timestamp_micros())
+                            },
+                        ))
                         .with_timezone("UTC"),
                     )
                 }

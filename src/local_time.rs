@@ -1,7 +1,9 @@
-//! Times as citizens' apps and departments write them, read in the hub's time zone.
+//! Times as citizens' apps and departments write them, read in the hub's time zone (the one
+//! parser of such text: `route_report`'s date uses it too).
 //!
 //! `local_timestamp(text)` reads ISO 8601 with an offset as it says, ISO 8601 without an
-//! offset and Vietnamese `dd/mm/yyyy HH:MM[:SS]` (or a bare `dd/mm/yyyy`) as local time in the
+//! offset (or a bare `yyyy-mm-dd`) and Vietnamese `dd/mm/yyyy HH:MM[:SS]` (or a bare
+//! `dd/mm/yyyy`) as local time in the
 //! hub's zone, and gives NULL for anything else. `timestamp_form(text)` tells which of those it
 //! was (`iso_offset`, `iso_local`, `vn_local`, `unreadable`), so a pipeline can flag a record
 //! whose time had to be taken as local instead of refusing it.
@@ -59,8 +61,15 @@ pub fn parse(text: &str, tz: Tz) -> Option<(DateTime<Utc>, Form)> {
             return local(naive).map(|t| (t.with_timezone(&Utc), Form::VnLocal));
         }
     }
-    let day = NaiveDate::parse_from_str(text, "%d/%m/%Y").ok()?;
-    local(day.and_time(chrono::NaiveTime::MIN)).map(|t| (t.with_timezone(&Utc), Form::VnLocal))
+    // A bare date: the start of that local day.
+    let (day, form) = match NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        Ok(day) => (day, Form::IsoLocal),
+        Err(_) => (
+            NaiveDate::parse_from_str(text, "%d/%m/%Y").ok()?,
+            Form::VnLocal,
+        ),
+    };
+    local(day.and_time(chrono::NaiveTime::MIN)).map(|t| (t.with_timezone(&Utc), form))
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -165,6 +174,14 @@ mod tests {
         assert_eq!(
             at("31/12/2025"),
             Some(("2025-12-30T17:00:00+00:00".into(), Form::VnLocal))
+        );
+        assert_eq!(
+            at("2025-06-30"),
+            Some(("2025-06-29T17:00:00+00:00".into(), Form::IsoLocal))
+        );
+        assert_eq!(
+            at("2025-06-30 23:30"),
+            Some(("2025-06-30T16:30:00+00:00".into(), Form::IsoLocal))
         );
         assert_eq!(at("hôm qua"), None);
         assert_eq!(at("31/02/2025 10:00"), None, "no such day");

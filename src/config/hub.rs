@@ -145,6 +145,21 @@ pub struct CalendarSection {
     /// Without one, working days are Monday to Friday.
     #[serde(default)]
     pub file: Option<PathBuf>,
+    /// Count the day of receipt as the first working day (default: it does not count).
+    #[serde(default)]
+    pub receipt_day_counts: bool,
+    /// Where a deadline ends on its last day: `"end_of_day"` (default) or `"same_time"`.
+    #[serde(default)]
+    pub deadline_ends: crate::calendar::DeadlineEnd,
+}
+
+impl CalendarSection {
+    pub fn rule(&self) -> crate::calendar::DeadlineRule {
+        crate::calendar::DeadlineRule {
+            receipt_day_counts: self.receipt_day_counts,
+            ends: self.deadline_ends,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -170,7 +170,7 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<HubConfig, ConfigError
             }
         },
     };
-    let calendar = Arc::new(calendar);
+    let calendar = Arc::new(calendar.with_rule(file.calendar.rule()));
     let units = Arc::new(load_units(&source, &file, &mut problems));
     let functions = crate::functions::context(calendar.clone(), units.clone(), time_zone);
     let pipelines_dir = resolve(path, &file.hub.pipelines_dir);
@@ -524,7 +524,14 @@ fn check_pipeline(
         }
         (None, _) => None,
     };
-    let computed = plan_computed(source, &file, table_schema.as_ref(), functions, problems);
+    let computed = plan_computed(
+        source,
+        &file,
+        schema.as_deref(),
+        table_schema.as_ref(),
+        functions,
+        problems,
+    );
     if let Some(schema) = &schema {
         for (i, check) in file.checks.iter().enumerate() {
             if let Err(e) =
@@ -637,6 +644,7 @@ fn check_pipeline(
 fn plan_computed(
     source: &TomlSource<'_>,
     file: &pipeline::PipelineFile,
+    schema: Option<&DatasetSchema>,
     table_schema: Option<&arrow::datatypes::SchemaRef>,
     functions: &datafusion::prelude::SessionContext,
     problems: &mut Vec<Problem>,
@@ -644,6 +652,15 @@ fn plan_computed(
     let Some(stored) = table_schema else {
         return Vec::new();
     };
+    let personal: Vec<String> = schema
+        .map(|s| {
+            s.columns
+                .iter()
+                .filter(|c| c.pii)
+                .map(|c| c.name.clone())
+                .collect()
+        })
+        .unwrap_or_default();
     let mut planned: Vec<crate::query::computed::ComputedColumn> = Vec::new();
     for (i, spec) in file.computed.iter().enumerate() {
         let at = format!("computed.{i}");
@@ -670,6 +687,16 @@ fn plan_computed(
         }
         match crate::query::computed::ComputedColumn::plan(functions, stored, &spec.name, &spec.sql)
         {
+            Ok(c) if !personal_refs(&c.expr, &personal).is_empty() => {
+                problems.push(source.problem(
+                    Some(&format!("{at}.sql")),
+                    format!(
+                        "computed column {:?} reads personal data ({}); masks go by column name, so it would show it unmasked",
+                        spec.name,
+                        personal_refs(&c.expr, &personal).join(", ")
+                    ),
+                ));
+            }
             Ok(mut c) => {
                 c.description = spec.description.clone();
                 planned.push(c);
@@ -827,6 +854,47 @@ fn plan_select(
         .map_err(|e| e.strip_backtrace())
 }
 
+/// The personal-data columns (`x-pii`) that `expr` reads.
+fn personal_refs(expr: &datafusion::logical_expr::Expr, personal: &[String]) -> Vec<String> {
+    let mut found: Vec<String> = expr
+        .column_refs()
+        .iter()
+        .map(|c| c.name().to_string())
+        .filter(|n| personal.contains(n))
+        .collect();
+    found.sort();
+    found.dedup();
+    found
+}
+
+/// The personal-data columns any expression of `plan` reads (datasets' `x-pii` columns).
+fn plan_personal_refs(
+    plan: &datafusion::logical_expr::LogicalPlan,
+    pipelines: &[Arc<Pipeline>],
+) -> Vec<String> {
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    let personal: Vec<String> = pipelines
+        .iter()
+        .flat_map(|p| {
+            p.schema
+                .columns
+                .iter()
+                .filter(|c| c.pii)
+                .map(|c| c.name.clone())
+        })
+        .collect();
+    let mut found = Vec::new();
+    let _ = plan.apply_with_subqueries(|node| {
+        for e in node.expressions() {
+            found.extend(personal_refs(&e, &personal));
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    found.sort();
+    found.dedup();
+    found
+}
+
 /// `[overdue]`: its query plans and has `id` and `unit`; its webhook is a URL the feed would
 /// accept (plain `http` only to a loopback address).
 fn check_overdue(
@@ -840,6 +908,20 @@ fn check_overdue(
         return;
     };
     if let Some(ctx) = planning_context(pipelines, functions) {
+        // What the watch sends leaves the hub unmasked: it may not read personal data.
+        if let Ok(plan) = futures::executor::block_on(ctx.state().create_logical_plan(&overdue.sql))
+        {
+            let personal = plan_personal_refs(&plan, pipelines);
+            if !personal.is_empty() {
+                problems.push(source.problem(
+                    Some("overdue.sql"),
+                    format!(
+                        "the overdue query reads personal data ({}), which the webhook would send unmasked",
+                        personal.join(", ")
+                    ),
+                ));
+            }
+        }
         match plan_select(&ctx, &overdue.sql) {
             Ok(schema) => {
                 for column in ["id", "unit"] {

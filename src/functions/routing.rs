@@ -21,7 +21,7 @@ use arrow::array::{
 };
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Fields, Float64Type};
-use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone};
+use chrono::NaiveDate;
 use chrono_tz::Tz;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{
@@ -102,31 +102,10 @@ fn texts(array: &ArrayRef) -> Result<StringArray> {
     Ok(cast(array, &DataType::Utf8)?.as_string::<i32>().clone())
 }
 
-/// A date-time written as text: RFC 3339, or without an offset (local time), or a date.
+/// A date-time written as text, read as `local_timestamp` reads it (one parser for the
+/// hub: the routing date and the deadline never disagree), as a local date.
 fn parse_when(text: &str, tz: Tz) -> Option<NaiveDate> {
-    let text = text.trim();
-    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
-        return Some(t.with_timezone(&tz).date_naive());
-    }
-    // Without an offset: local time. Day first is how Vietnamese write dates (09/05/2025 is
-    // 9 May), never month first.
-    for format in [
-        "%Y-%m-%dT%H:%M:%S%.f",
-        "%Y-%m-%d %H:%M:%S%.f",
-        "%Y-%m-%dT%H:%M",
-        "%d/%m/%Y %H:%M:%S",
-        "%d/%m/%Y %H:%M",
-    ] {
-        if let Ok(t) = NaiveDateTime::parse_from_str(text, format) {
-            return tz
-                .from_local_datetime(&t)
-                .earliest()
-                .map(|t| t.date_naive());
-        }
-    }
-    ["%Y-%m-%d", "%d/%m/%Y"]
-        .iter()
-        .find_map(|f| NaiveDate::parse_from_str(text, f).ok())
+    crate::local_time::parse(text, tz).map(|(t, _)| t.with_timezone(&tz).date_naive())
 }
 
 /// The local date of each row of `at`, or today's for every row without one.

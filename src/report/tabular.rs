@@ -30,7 +30,7 @@ pub fn to_csv(doc: &ReportDocument) -> Result<Vec<u8>, ReportError> {
         writer.write_record([""])?;
         for (i, section) in doc.sections.iter().enumerate() {
             writer.write_record([format!("{}. {}", i + 1, section.title)])?;
-            writer.write_record(section.columns.iter().map(|c| c.label.as_str()))?;
+            writer.write_record(section.columns.iter().map(|c| defused(&c.label)))?;
             for row in &section.rows {
                 writer.write_record(row.iter().map(raw))?;
             }
@@ -44,8 +44,17 @@ pub fn to_csv(doc: &ReportDocument) -> Result<Vec<u8>, ReportError> {
 fn raw(value: &Value) -> String {
     match value {
         Value::Null => String::new(),
-        Value::String(s) => s.clone(),
+        Value::String(s) => defused(s),
         other => other.to_string(),
+    }
+}
+
+/// Text from departments that a spreadsheet would run as a formula (`=cmd|...`, `+`, `-`,
+/// `@`, a tab or carriage return first) gets a leading `'`, which Excel shows as text.
+fn defused(text: &str) -> String {
+    match text.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{text}"),
+        _ => text.to_string(),
     }
 }
 
@@ -143,6 +152,13 @@ pub fn to_xlsx(doc: &ReportDocument) -> Result<Vec<u8>, ReportError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn formulas_from_departments_are_text_in_csv() {
+        assert_eq!(super::defused("=cmd|'/C calc'!A0"), "'=cmd|'/C calc'!A0");
+        assert_eq!(super::defused("-5"), "'-5");
+        assert_eq!(super::defused("Xã Tân Lợi"), "Xã Tân Lợi");
+    }
+
     use super::*;
 
     #[test]

@@ -132,6 +132,39 @@ async fn overdue_items_are_counted_and_announced_once() {
 }
 
 #[test]
+fn the_overdue_query_may_not_read_personal_data() {
+    let t = TestHub::new();
+    t.write("schemas/people.schema.json", crate::common::PEOPLE_SCHEMA);
+    let pipeline = |name: &str, extra: &str| {
+        format!(
+            "name = \"{name}\"\ntitle = \"Người\"\nsector = \"test\"\nschema = \"../schemas/people.schema.json\"\n\
+             key = [\"id\"]\nsharing = \"default\"\nschedule = \"0 0 * * * *\"\n\n{extra}\
+             [source]\nkind = \"file\"\npath = \"../inbox/*.jsonl\"\nformat = \"jsonl\"\n"
+        )
+    };
+    t.write("pipelines/people.toml", pipeline("people", ""));
+    t.write(
+        "pipelines/contacts.toml",
+        pipeline(
+            "contacts",
+            "[[computed]]\nname = \"contact\"\nsql = \"'tel: ' || phone\"\n\n",
+        ),
+    );
+    t.append_config("\n[overdue]\nsql = \"SELECT id, name AS unit, phone FROM people\"\n");
+    let problems = iochub::config::load(&t.config_path(), &Default::default())
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        problems.contains("the overdue query reads personal data (phone)"),
+        "{problems}"
+    );
+    assert!(
+        problems.contains("computed column \"contact\" reads personal data (phone)"),
+        "{problems}"
+    );
+}
+
+#[test]
 fn the_overdue_query_needs_id_and_unit() {
     let t = TestHub::new();
     t.add_pipeline("items", &["id"], JSONL_INBOX);

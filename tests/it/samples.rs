@@ -281,3 +281,59 @@ async fn calendar_functions_answer_in_sql_with_the_shipped_calendar() {
     let wrong = hub.sql("SELECT add_working_days('soon', 3)").await;
     assert!(wrong.is_err(), "a text argument is refused at planning");
 }
+
+#[tokio::test]
+async fn the_deadline_rule_comes_from_the_config() {
+    // The shipped config with the other rule: the receipt day counts, and the deadline falls
+    // at the receipt's time of day.
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(repo().join("config.toml"))
+        .unwrap()
+        .replace(
+            "[calendar]\nfile = \"calendar/holidays_vn.toml\"",
+            &format!(
+                "[calendar]\nfile = {:?}",
+                repo().join("calendar/holidays_vn.toml")
+            ),
+        )
+        .replace("receipt_day_counts = false", "receipt_day_counts = true")
+        .replace(
+            "deadline_ends = \"end_of_day\"",
+            "deadline_ends = \"same_time\"",
+        )
+        .replace(
+            "pipelines_dir = \"pipelines\"",
+            &format!("pipelines_dir = {:?}", repo().join("pipelines")),
+        )
+        .replace(
+            "dir = \"reports\"",
+            &format!("dir = {:?}", repo().join("reports")),
+        )
+        .replace(
+            "units_geojson = \"samples/communes.geojson\"",
+            &format!(
+                "units_geojson = {:?}",
+                repo().join("samples/communes.geojson")
+            ),
+        )
+        .replace(
+            "grants_dir = \"grants\"",
+            &format!("grants_dir = {:?}", repo().join("grants")),
+        );
+    assert!(text.contains("receipt_day_counts = true") && text.contains("\"same_time\""));
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    let overrides = Overrides {
+        data_dir: Some(dir.path().join("data")),
+        ..Default::default()
+    };
+    let config = config::load(&path, &overrides).unwrap_or_else(|e| panic!("{e}"));
+    let hub = Hub::open(config).await.unwrap();
+    let got = rows(
+        &hub,
+        // Thu 3/4/2025 09:15 +07:00: Thu 3 (counted), Fri 4, Tue 8, at 09:15 local.
+        "SELECT CAST(add_working_days(TIMESTAMP '2025-04-03T02:15:00Z', 3) AS VARCHAR)",
+    )
+    .await;
+    assert_eq!(got[0][0], Value::from("2025-04-08T02:15:00Z"));
+}

@@ -98,27 +98,8 @@ fn duration_text(days: f64) -> String {
     )
 }
 
-/// `time_zone` setting: `+07:00`, `-05:30`, `Z`.
-pub fn parse_offset(text: &str) -> Option<FixedOffset> {
-    if text == "Z" || text == "z" {
-        return FixedOffset::east_opt(0);
-    }
-    let (sign, rest) = match text.as_bytes().first()? {
-        b'+' => (1, &text[1..]),
-        b'-' => (-1, &text[1..]),
-        _ => return None,
-    };
-    let (h, m) = rest.split_once(':')?;
-    if h.len() != 2 || m.len() != 2 {
-        return None;
-    }
-    let h: i32 = h.parse().ok()?;
-    let m: i32 = m.parse().ok()?;
-    if h > 23 || m > 59 {
-        return None;
-    }
-    FixedOffset::east_opt(sign * (h * 3600 + m * 60))
-}
+/// `time_zone` setting: `+07:00`, `-05:30`, `Z` (the connectors' one offset syntax).
+pub use crate::time::parse_offset;
 
 /// `A` → 0, `Z` → 25, `AA` → 26.
 pub fn column_index(letters: &str) -> Option<u32> {
