@@ -102,6 +102,16 @@ async fn answer(
     may_read(consumer)?;
     hub.report_def(name)?;
     let period = Hub::parse_period(period)?;
+    // A period that has not begun has no data, and generating it would store an empty report.
+    let today = chrono::Utc::now()
+        .with_timezone(&hub.config.time_zone)
+        .date_naive();
+    if period.start_date() > today {
+        return Err(ApiError::bad_request(format!(
+            "kỳ báo cáo {} chưa bắt đầu / the period has not begun",
+            period.label()
+        )));
+    }
     let format = match &params.format {
         Some(text) => Format::parse(text).ok_or_else(|| {
             ApiError::bad_request(format!(

@@ -491,6 +491,21 @@ async fn reports_over_http_are_for_the_office_and_the_province_and_escape_depart
         message.contains("tháng phải từ 01 đến 12") && message.contains("invalid period"),
         "{message}"
     );
+    // A period that has not begun is refused, and nothing is stored for it.
+    let future = admin
+        .get(url("/ioc_operation/2999-Q1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(future.status(), 400);
+    let error: Value = future.json().await.unwrap();
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("chưa bắt đầu"),
+        "{error}"
+    );
     let unknown = admin.get(url("/no_such/2025-04")).send().await.unwrap();
     assert_eq!(unknown.status(), 404);
     let error: Value = unknown.json().await.unwrap();
