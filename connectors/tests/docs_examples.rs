@@ -5,7 +5,11 @@ use iochub_connectors::SourceConfig;
 
 #[test]
 fn documented_examples_are_valid_settings() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/connectors.md");
+    // The crate's folder as cargo gives it when it runs the test (not when it built it: the
+    // shared target dir may hold a binary built from another checkout of the same commit).
+    let crate_dir = std::env::var("CARGO_MANIFEST_DIR")
+        .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string());
+    let path = format!("{crate_dir}/../docs/connectors.md");
     let docs = std::fs::read_to_string(path).unwrap();
     let mut checked = Vec::new();
     for block in docs.split("```toml\n").skip(1) {

@@ -248,6 +248,28 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<HubConfig, ConfigError
 }
 
 /// The `*.toml` files of a folder, in name order (so problems are reported in a stable order).
+/// Each `*.toml` file of a folder with its text, in name order; a file that cannot be read
+/// is a problem of its own and is left out.
+fn read_toml_files(
+    entries: std::fs::ReadDir,
+    problems: &mut Vec<Problem>,
+) -> Vec<(PathBuf, String)> {
+    toml_files(entries)
+        .into_iter()
+        .filter_map(|file| match std::fs::read_to_string(&file) {
+            Ok(text) => Some((file, text)),
+            Err(e) => {
+                problems.push(Problem {
+                    file,
+                    line: None,
+                    message: format!("cannot read the file: {e}"),
+                });
+                None
+            }
+        })
+        .collect()
+}
+
 fn toml_files(entries: std::fs::ReadDir) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -400,18 +422,9 @@ fn load_pipelines(
             return Vec::new();
         }
     };
-    let files = toml_files(entries);
     let mut pipelines: Vec<Arc<Pipeline>> = Vec::new();
     let mut names: HashMap<String, PathBuf> = HashMap::new();
-    for file in files {
-        let Ok(text) = std::fs::read_to_string(&file) else {
-            problems.push(Problem {
-                file: file.clone(),
-                line: None,
-                message: "cannot read the file".into(),
-            });
-            continue;
-        };
+    for (file, text) in read_toml_files(entries, problems) {
         let source = TomlSource::new(&file, &text);
         let (name, pipeline) = load_pipeline(&source, context, problems);
         // Names are checked for duplicates even when a file has other problems, so that
@@ -801,7 +814,7 @@ fn check_views(
     if file.views.is_empty() {
         return;
     }
-    let Some(ctx) = planning_context(pipelines, functions) else {
+    let Ok(ctx) = report::planning_context(functions, pipelines) else {
         return;
     };
     let mut seen: Vec<&str> = Vec::new();
@@ -825,23 +838,6 @@ fn check_views(
                 .push(source.problem(Some(&format!("{at}.sql")), format!("view {name:?}: {e}")));
         }
     }
-}
-
-/// A context with an empty table of each dataset's columns: SQL written in the config is
-/// planned there at load, so its mistakes are reported with their line.
-fn planning_context(
-    pipelines: &[Arc<Pipeline>],
-    functions: &datafusion::prelude::SessionContext,
-) -> Option<datafusion::prelude::SessionContext> {
-    let (ctx, _, _) = crate::sharing::catalog::empty_context(functions).ok()?;
-    for p in pipelines {
-        if let Ok(table) =
-            datafusion::datasource::MemTable::try_new(p.query_schema.clone(), vec![vec![]])
-        {
-            let _ = ctx.register_table(p.name.as_str(), Arc::new(table));
-        }
-    }
-    Some(ctx)
 }
 
 /// Plans a read-only query (no I/O: empty in-memory tables and SQL text); its columns.
@@ -907,7 +903,7 @@ fn check_overdue(
     let Some(overdue) = &file.overdue else {
         return;
     };
-    if let Some(ctx) = planning_context(pipelines, functions) {
+    if let Ok(ctx) = report::planning_context(functions, pipelines) {
         // What the watch sends leaves the hub unmasked: it may not read personal data.
         if let Ok(plan) = futures::executor::block_on(ctx.state().create_logical_plan(&overdue.sql))
         {

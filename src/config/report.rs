@@ -12,7 +12,7 @@ use datafusion::prelude::SessionContext;
 use serde::Deserialize;
 
 use super::diagnostics::TomlSource;
-use super::{Pipeline, Problem, is_identifier, parse_schedule, toml_files};
+use super::{Pipeline, Problem, is_identifier, parse_schedule, read_toml_files};
 use crate::report::{ChartKind, ColumnSpec, Period, PeriodKind, ReportDef, SectionDef};
 
 #[derive(Debug, Deserialize)]
@@ -70,15 +70,7 @@ pub(super) fn load_reports(
     };
     let mut reports: Vec<Arc<ReportDef>> = Vec::new();
     let mut names: HashMap<String, PathBuf> = HashMap::new();
-    for file in toml_files(entries) {
-        let Ok(text) = std::fs::read_to_string(&file) else {
-            problems.push(Problem {
-                file: file.clone(),
-                line: None,
-                message: "cannot read the file".into(),
-            });
-            continue;
-        };
+    for (file, text) in read_toml_files(entries, problems) {
         let source = TomlSource::new(&file, &text);
         let before = problems.len();
         let Some(parsed) = source.deserialize::<ReportFile>(problems) else {
@@ -107,7 +99,10 @@ pub(super) fn load_reports(
 }
 
 /// A context with an empty table of the right columns for every table a report may read.
-fn planning_context(
+/// A context with an empty table of each dataset's columns (and the hub's own tables): SQL
+/// written in the config (reports, views, the overdue query) is planned there at load, so
+/// its mistakes are reported with their line.
+pub(super) fn planning_context(
     functions: &SessionContext,
     pipelines: &[Arc<Pipeline>],
 ) -> Result<SessionContext, String> {

@@ -6,12 +6,7 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, Int64Array, StringArray, TimestampMicrosecondArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
-use async_trait::async_trait;
-use datafusion::catalog::{Session, TableProvider};
-use datafusion::datasource::{MemTable, TableType};
 use datafusion::error::{DataFusionError, Result};
-use datafusion::logical_expr::Expr;
-use datafusion::physical_plan::ExecutionPlan;
 
 use crate::state::{AuditFilter, StateStore};
 
@@ -21,12 +16,6 @@ const LINES: usize = 100_000;
 pub struct AuditTable {
     store: Arc<dyn StateStore>,
     schema: SchemaRef,
-}
-
-impl std::fmt::Debug for AuditTable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("AuditTable")
-    }
 }
 
 pub fn schema() -> SchemaRef {
@@ -49,7 +38,7 @@ impl AuditTable {
         }
     }
 
-    fn batch(&self) -> Result<RecordBatch> {
+    pub(super) fn read(&self) -> Result<RecordBatch> {
         let events = self
             .store
             .audit(&AuditFilter {
@@ -85,24 +74,12 @@ impl AuditTable {
     }
 }
 
-#[async_trait]
-impl TableProvider for AuditTable {
+impl super::log_table::LogSource for AuditTable {
     fn schema(&self) -> SchemaRef {
         self.schema.clone()
     }
 
-    fn table_type(&self) -> TableType {
-        TableType::Base
-    }
-
-    async fn scan(
-        &self,
-        state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        filters: &[Expr],
-        limit: Option<usize>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        let table = MemTable::try_new(self.schema.clone(), vec![vec![self.batch()?]])?;
-        table.scan(state, projection, filters, limit).await
+    fn batch(&self) -> Result<RecordBatch> {
+        self.read()
     }
 }

@@ -3,6 +3,7 @@
 
 mod audit_table;
 mod feed;
+mod log_table;
 mod publish;
 mod reports;
 mod runs_table;

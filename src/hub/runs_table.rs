@@ -7,12 +7,7 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, Int64Array, StringArray, TimestampMicrosecondArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
-use async_trait::async_trait;
-use datafusion::catalog::{Session, TableProvider};
-use datafusion::datasource::{MemTable, TableType};
 use datafusion::error::{DataFusionError, Result};
-use datafusion::logical_expr::Expr;
-use datafusion::physical_plan::ExecutionPlan;
 
 use crate::ingest::RunReport;
 use crate::state::StateStore;
@@ -36,12 +31,6 @@ pub struct PipelineInfo {
     /// Consumer ids of the publishing departments, comma-separated.
     pub publishers: String,
     pub max_staleness_seconds: Option<i64>,
-}
-
-impl std::fmt::Debug for RunsTable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("RunsTable")
-    }
 }
 
 pub fn schema() -> SchemaRef {
@@ -75,7 +64,7 @@ impl RunsTable {
         }
     }
 
-    fn batch(&self) -> Result<RecordBatch> {
+    pub(super) fn read(&self) -> Result<RecordBatch> {
         let mut runs: Vec<(&PipelineInfo, RunReport)> = Vec::new();
         for info in &self.pipelines {
             let list = self
@@ -133,24 +122,12 @@ impl RunsTable {
     }
 }
 
-#[async_trait]
-impl TableProvider for RunsTable {
+impl super::log_table::LogSource for RunsTable {
     fn schema(&self) -> SchemaRef {
         self.schema.clone()
     }
 
-    fn table_type(&self) -> TableType {
-        TableType::Base
-    }
-
-    async fn scan(
-        &self,
-        state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        filters: &[Expr],
-        limit: Option<usize>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        let table = MemTable::try_new(self.schema.clone(), vec![vec![self.batch()?]])?;
-        table.scan(state, projection, filters, limit).await
+    fn batch(&self) -> Result<RecordBatch> {
+        self.read()
     }
 }

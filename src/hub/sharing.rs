@@ -153,10 +153,11 @@ impl Hub {
             })
             .collect();
         Some(crate::sharing::catalog::HubLogs {
-            audit: Arc::new(super::audit_table::AuditTable::new(self.state.clone())),
-            runs: Arc::new(super::runs_table::RunsTable::new(
-                self.state.clone(),
-                pipelines,
+            audit: Arc::new(super::log_table::LogTable::new(
+                super::audit_table::AuditTable::new(self.state.clone()),
+            )),
+            runs: Arc::new(super::log_table::LogTable::new(
+                super::runs_table::RunsTable::new(self.state.clone(), pipelines),
             )),
         })
     }
