@@ -502,9 +502,11 @@ fn start_scheduler(hub: &Arc<Hub>, settings: &config::HubSection) -> (Scheduler,
         .config
         .pipelines
         .iter()
-        .map(|p| schedule::Job {
-            name: p.name.clone(),
-            schedule: p.schedule.clone(),
+        .filter_map(|p| {
+            Some(schedule::Job {
+                name: p.name.clone(),
+                schedule: p.schedule.clone()?,
+            })
         })
         .collect();
     let history: Vec<_> = jobs

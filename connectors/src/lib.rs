@@ -17,6 +17,7 @@ pub mod http_json;
 mod inbox;
 pub mod mqtt;
 pub mod open311;
+pub mod push;
 pub mod record;
 pub mod registry;
 pub mod retry;

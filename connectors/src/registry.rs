@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::{Connector, ConnectorError, excel, fhir, file, http_json, mqtt, open311, sql};
+use crate::{Connector, ConnectorError, excel, fhir, file, http_json, mqtt, open311, push, sql};
 
 /// The connector kinds this build knows.
 pub const KINDS: &[&str] = &[
@@ -16,6 +16,7 @@ pub const KINDS: &[&str] = &[
     "mqtt",
     "postgres",
     "mysql",
+    "push",
 ];
 
 /// What a connector may need from the hub when it is built.
@@ -39,6 +40,8 @@ pub enum SourceConfig {
     Mysql(Box<sql::SqlConfig>),
     Fhir(Box<fhir::FhirConfig>),
     Open311(Box<open311::Open311Config>),
+    /// Records are sent in (`POST .../records`); nothing is pulled.
+    Push(push::PushConfig),
 }
 
 impl SourceConfig {
@@ -61,6 +64,7 @@ impl SourceConfig {
             "open311" => {
                 SourceConfig::Open311(Box::new(open311::Open311Config::deserialize(settings)?))
             }
+            "push" => SourceConfig::Push(push::PushConfig::deserialize(settings)?),
             _ => return Ok(None),
         }))
     }
@@ -75,6 +79,7 @@ impl SourceConfig {
             SourceConfig::Postgres(c) | SourceConfig::Mysql(c) => c.validate(),
             SourceConfig::Fhir(c) => c.validate(),
             SourceConfig::Open311(c) => c.validate(),
+            SourceConfig::Push(c) => c.validate(),
         }
     }
 
@@ -88,6 +93,7 @@ impl SourceConfig {
             SourceConfig::Mysql(c) => c.build(ctx, sql::Dialect::Mysql),
             SourceConfig::Fhir(c) => c.build(ctx),
             SourceConfig::Open311(c) => c.build(ctx),
+            SourceConfig::Push(c) => c.build(ctx),
         }
     }
 }

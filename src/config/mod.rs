@@ -99,8 +99,8 @@ pub struct Pipeline {
     pub key: Vec<String>,
     pub sharing: Sharing,
     pub publishers: Vec<String>,
-    pub schedule_text: String,
-    pub schedule: cron::Schedule,
+    pub schedule_text: Option<String>,
+    pub schedule: Option<cron::Schedule>,
     pub max_staleness: Option<Duration>,
     pub source_kind: String,
     pub source: SourceConfig,
@@ -500,9 +500,10 @@ fn check_pipeline(
             format!("name {:?} is reserved for the hub's own tables", file.name),
         ));
     }
-    let schedule = match parse_schedule(&file.schedule) {
-        Ok(s) => Some(s),
-        Err(e) => {
+    let schedule = match file.schedule.as_deref().map(parse_schedule) {
+        None => Some(None),
+        Some(Ok(s)) => Some(Some(s)),
+        Some(Err(e)) => {
             problems.push(source.problem(Some("schedule"), e));
             None
         }
@@ -619,6 +620,12 @@ fn check_pipeline(
         Some((overlay, table)) => load_source(&overlay.source, table, &file.name, problems),
         None => load_source(source, &file.source, "source", problems),
     };
+    if source_kind == "push" && file.schedule.is_some() {
+        problems.push(source.problem(
+            Some("schedule"),
+            "a push dataset is sent in, never pulled: remove `schedule`",
+        ));
+    }
     if problems.len() > before {
         return None;
     }

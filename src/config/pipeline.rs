@@ -20,7 +20,10 @@ pub struct PipelineFile {
     /// see it unmasked, with its quarantine).
     #[serde(default)]
     pub publishers: Vec<String>,
-    pub schedule: String,
+    /// Cron (with seconds). Without one the dataset is pulled only on demand (`iochub run`,
+    /// `POST /api/v1/pipelines/{name}/run`); a `push` dataset has none.
+    #[serde(default)]
+    pub schedule: Option<String>,
     #[serde(default)]
     pub max_staleness: Option<String>,
     /// `kind` plus the connector's own settings, checked by the connector's config struct.

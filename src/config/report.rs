@@ -25,6 +25,14 @@ struct ReportFile {
     schedule: Option<String>,
     #[serde(default = "default_periods")]
     periods: Vec<PeriodKind>,
+    /// A `push` dataset keyed by (`report`, `period`) that receives every complete
+    /// generation as a record, so the change feed carries reports to its subscribers.
+    #[serde(default)]
+    publish_to: Option<String>,
+    /// For how long after a period ends each scheduled fire generates its report again; a
+    /// generation whose figures changed (data sent late) is stored as the next revision.
+    #[serde(default)]
+    revise_for: Option<String>,
     sections: Vec<SectionFile>,
 }
 
@@ -88,7 +96,7 @@ pub(super) fn load_reports(
             continue;
         }
         names.insert(parsed.name.clone(), file.clone());
-        if let Some(report) = check_report(&source, parsed, &planner, tz, problems)
+        if let Some(report) = check_report(&source, parsed, &planner, pipelines, tz, problems)
             && problems.len() == before
         {
             reports.push(Arc::new(report));
@@ -134,6 +142,7 @@ fn check_report(
     source: &TomlSource<'_>,
     file: ReportFile,
     planner: &SessionContext,
+    pipelines: &[Arc<Pipeline>],
     tz: chrono_tz::Tz,
     problems: &mut Vec<Problem>,
 ) -> Option<ReportDef> {
@@ -157,6 +166,19 @@ fn check_report(
             None
         }
     };
+    let revise_for = match file.revise_for.as_deref().map(super::parse_duration) {
+        None => None,
+        Some(Ok(d)) => Some(d),
+        Some(Err(e)) => {
+            problems.push(source.problem(Some("revise_for"), e));
+            None
+        }
+    };
+    if let Some(dataset) = &file.publish_to
+        && let Err(e) = check_publish_dataset(dataset, pipelines)
+    {
+        problems.push(source.problem(Some("publish_to"), e));
+    }
     if file.periods.is_empty() {
         problems.push(source.problem(
             Some("periods"),
@@ -227,8 +249,42 @@ fn check_report(
         schedule_text: file.schedule,
         schedule,
         periods: file.periods,
+        publish_to: file.publish_to,
+        revise_for,
         sections,
     })
+}
+
+/// A dataset can receive reports if it is pushed (nothing else writes it), keyed by report
+/// and period (a revision replaces the record), and its schema has every field of the record.
+fn check_publish_dataset(dataset: &str, pipelines: &[Arc<Pipeline>]) -> Result<(), String> {
+    let pipeline = pipelines
+        .iter()
+        .find(|p| p.name == dataset)
+        .ok_or_else(|| format!("publish_to: no dataset named {dataset:?}"))?;
+    if pipeline.source_kind != "push" {
+        return Err(format!(
+            "publish_to: dataset {dataset:?} has a {:?} source; reports go to a dataset with `kind = \"push\"`",
+            pipeline.source_kind
+        ));
+    }
+    if pipeline.key != ["report", "period"] {
+        return Err(format!(
+            "publish_to: dataset {dataset:?} must have key = [\"report\", \"period\"]"
+        ));
+    }
+    let missing: Vec<&str> = crate::report::PUBLISHED_FIELDS
+        .iter()
+        .copied()
+        .filter(|f| pipeline.schema.column(f).is_none())
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "publish_to: the schema of {dataset:?} lacks {}",
+            missing.join(", ")
+        ));
+    }
+    Ok(())
 }
 
 /// The result's column names, if `sql` plans as a read-only query.

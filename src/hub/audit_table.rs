@@ -79,7 +79,7 @@ impl super::log_table::LogSource for AuditTable {
         self.schema.clone()
     }
 
-    fn batch(&self) -> Result<RecordBatch> {
+    fn batch(&self, _window: super::log_table::TimeWindow) -> Result<RecordBatch> {
         self.read()
     }
 }

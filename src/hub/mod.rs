@@ -98,7 +98,7 @@ pub struct Hub {
 pub struct PipelineStatus {
     pub name: String,
     pub title: String,
-    pub schedule: String,
+    pub schedule: Option<String>,
     pub next_run: Option<DateTime<Utc>>,
     pub running: bool,
     pub last_run: Option<RunReport>,
@@ -275,10 +275,14 @@ impl Hub {
             .is_some_and(|l| l.try_lock().is_err())
     }
 
-    /// Runs every pipeline once, one after the other.
+    /// Runs every pipeline that pulls once, one after the other (a `push` dataset has
+    /// nothing to pull).
     pub async fn run_all(&self, trigger: &str) -> Vec<RunReport> {
         let mut reports = Vec::new();
         for pipeline in &self.config.pipelines {
+            if pipeline.source_kind == "push" {
+                continue;
+            }
             if let Ok(r) = self.run(&pipeline.name, trigger).await {
                 reports.push(r);
             }
@@ -338,7 +342,10 @@ impl Hub {
             name: pipeline.name.clone(),
             title: pipeline.title.clone(),
             schedule: pipeline.schedule_text.clone(),
-            next_run: schedule::next_fire(&pipeline.schedule, now, self.config.time_zone),
+            next_run: pipeline
+                .schedule
+                .as_ref()
+                .and_then(|s| schedule::next_fire(s, now, self.config.time_zone)),
             running: self.is_running(&pipeline.name),
             records_last_run: last_run.as_ref().map(|r| r.accepted),
             last_run,

@@ -158,10 +158,34 @@ impl Hub {
         let pipeline = self.published_by(consumer, name)?;
         let records = parse_body(content_type, body)?;
         let publish_id = format!("publish-{}", uuid::Uuid::new_v4());
+        let source: Arc<str> = format!("publish:{}", consumer.id).into();
+        let report = self
+            .publish_records(&pipeline, records, &publish_id, source, body.len() as u64)
+            .await?;
+        self.audit(
+            Some(&consumer.id),
+            "publish",
+            Some(&pipeline.name),
+            json!({"publish_id": publish_id, "accepted": report.accepted, "rejected": report.rejected.len(), "bytes": body.len()}),
+            "ok",
+        );
+        Ok(report)
+    }
+
+    /// Validates `records` as pulled data is, quarantines the rejects and commits the
+    /// accepted ones (one commit; upsert by key). Who sent them is the caller's business.
+    pub(crate) async fn publish_records(
+        &self,
+        pipeline: &Arc<crate::config::Pipeline>,
+        records: Vec<RawRecord>,
+        publish_id: &str,
+        source: Arc<str>,
+        bytes: u64,
+    ) -> Result<PublishReport, HubError> {
         let batch = RawBatch {
-            source: format!("publish:{}", consumer.id).into(),
+            source: source.clone(),
             records,
-            bytes: body.len() as u64,
+            bytes,
         };
         let mut normalizer = Normalizer::new(
             pipeline.schema.clone(),
@@ -170,35 +194,26 @@ impl Hub {
         );
         normalizer.keep_raw = !pipeline.checks.is_empty();
         let normalizer = Arc::new(normalizer);
-        let run_id = publish_id.clone();
+        let run_id = publish_id.to_string();
         let now = Utc::now().timestamp_micros();
         let mut normalized =
             tokio::task::spawn_blocking(move || normalizer.normalize(batch, &run_id, now))
                 .await
                 .map_err(|e| HubError::Forbidden(format!("internal error: {e}")))?;
-        let source: Arc<str> = format!("publish:{}", consumer.id).into();
-        crate::ingest::finish_normalized(
-            self,
-            &pipeline,
-            &mut normalized,
-            now,
-            &publish_id,
-            &source,
-        )
-        .await
-        .map_err(|e| HubError::BadRequest {
-            field: "transform".into(),
-            message: e,
-        })?;
+        crate::ingest::finish_normalized(self, pipeline, &mut normalized, now, publish_id, &source)
+            .await
+            .map_err(|e| HubError::BadRequest {
+                field: "transform".into(),
+                message: e,
+            })?;
         if !normalized.rejected.is_empty() {
-            let batch =
-                quarantine::to_batch(&pipeline.name, &publish_id, &normalized.rejected, now)
-                    .map_err(|e| {
-                        HubError::Storage(crate::storage::StorageError::Other {
-                            table: quarantine::TABLE.into(),
-                            message: e.to_string(),
-                        })
-                    })?;
+            let batch = quarantine::to_batch(&pipeline.name, publish_id, &normalized.rejected, now)
+                .map_err(|e| {
+                    HubError::Storage(crate::storage::StorageError::Other {
+                        table: quarantine::TABLE.into(),
+                        message: e.to_string(),
+                    })
+                })?;
             self.append_quarantine(batch).await?;
         }
         let accepted = normalized.accepted.as_ref().map_or(0, |b| b.num_rows());
@@ -217,12 +232,12 @@ impl Hub {
                 })?;
             let info = CommitInfo {
                 pipeline: pipeline.name.clone(),
-                run_id: publish_id.clone(),
+                run_id: publish_id.to_string(),
                 run_sequence: None,
                 checkpoint: None,
                 cursor: None,
             };
-            self.commit_dataset(&pipeline, writer, &info).await?;
+            self.commit_dataset(pipeline, writer, &info).await?;
         }
         let rejected: Vec<PublishRejection> = normalized
             .rejected
@@ -236,13 +251,6 @@ impl Hub {
                 errors: r.errors,
             })
             .collect();
-        self.audit(
-            Some(&consumer.id),
-            "publish",
-            Some(&pipeline.name),
-            json!({"publish_id": publish_id, "accepted": accepted, "rejected": rejected.len(), "bytes": body.len()}),
-            "ok",
-        );
         Ok(PublishReport { accepted, rejected })
     }
 }

@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
+use iochub_connectors::{Payload, RawRecord};
 use serde::Serialize;
+use serde_json::json;
 
 use super::{Hub, HubError};
 use crate::report::{Period, ReportDef, ReportDocument, ReportStore, StoredReport};
@@ -53,14 +55,40 @@ impl Hub {
             .collect()
     }
 
-    /// Generates the report for `period` now, stores it (replacing an earlier generation)
-    /// and returns it.
+    /// Generates the report for `period` now and stores it, replacing an earlier generation,
+    /// and returns what is stored. A complete generation is published (`publish_to`) when it is
+    /// the first complete one, or when its figures differ from the stored complete one (the
+    /// next revision); one that says the same as the stored one changes nothing.
     pub async fn generate_report(
         &self,
         name: &str,
         period: &Period,
     ) -> Result<ReportDocument, HubError> {
         let def = self.report_def(name)?.clone();
+        let mut doc = self.compute_report(&def, period).await?;
+        let stored = self.report_store().load(name, period)?;
+        if let Some(previous) = stored.filter(|p| p.complete && doc.complete) {
+            if previous.same_content(&doc) {
+                return Ok(previous);
+            }
+            doc.revision = previous.revision + 1;
+        }
+        self.report_store().save(&doc, period)?;
+        tracing::info!(report = name, period = %period, complete = doc.complete, revision = doc.revision, "report generated");
+        if doc.complete
+            && let Some(dataset) = &def.publish_to
+        {
+            self.publish_report(dataset, &doc).await?;
+        }
+        Ok(doc)
+    }
+
+    /// Runs each section's SQL for `period` (the operator's view).
+    async fn compute_report(
+        &self,
+        def: &ReportDef,
+        period: &Period,
+    ) -> Result<ReportDocument, HubError> {
         let tz = self.config.time_zone;
         let now = self.clock.now();
         let mut sections = Vec::with_capacity(def.sections.len());
@@ -71,7 +99,7 @@ impl Hub {
                 .map_err(|e| HubError::Query(crate::query::QueryError::Internal(e.to_string())))?;
             sections.push(section.result(&answer));
         }
-        let doc = ReportDocument {
+        Ok(ReportDocument {
             name: def.name.clone(),
             title: def.title.clone(),
             description: def.description.clone(),
@@ -82,12 +110,50 @@ impl Hub {
             last_day: period.end_date().pred_opt().unwrap_or(period.end_date()),
             generated_at: now,
             complete: period.has_ended(now, tz),
+            revision: 0,
             time_zone: tz.name().to_string(),
             sections,
+        })
+    }
+
+    /// Stores `doc` as a record of the push dataset `dataset`, so the change feed delivers
+    /// it. The record is the hub's own: a reject means the dataset's schema does not fit
+    /// the report record, which is an error, not a quarantine matter.
+    async fn publish_report(&self, dataset: &str, doc: &ReportDocument) -> Result<(), HubError> {
+        let pipeline = self.pipeline(dataset)?.clone();
+        let record = RawRecord {
+            location: format!("{}/{}", doc.name, doc.period),
+            payload: Payload::Json(doc.published_record()),
         };
-        self.report_store().save(&doc, period)?;
-        tracing::info!(report = name, period = %period, complete = doc.complete, "report generated");
-        Ok(doc)
+        let publish_id = format!("report-{}-{}-r{}", doc.name, doc.period, doc.revision);
+        let source: Arc<str> = format!("report:{}", doc.name).into();
+        let outcome = self
+            .publish_records(&pipeline, vec![record], &publish_id, source, 0)
+            .await?;
+        if let Some(rejected) = outcome.rejected.first() {
+            let reasons: Vec<String> = rejected
+                .errors
+                .iter()
+                .map(|e| format!("{}: {}", e.pointer, e.message))
+                .collect();
+            return Err(HubError::BadRequest {
+                field: "publish_to".into(),
+                message: format!(
+                    "report {} {} does not fit dataset {dataset:?}: {}",
+                    doc.name,
+                    doc.period,
+                    reasons.join("; ")
+                ),
+            });
+        }
+        self.audit(
+            None,
+            "report_published",
+            Some(dataset),
+            json!({"report": doc.name, "period": doc.period, "revision": doc.revision}),
+            "ok",
+        );
+        Ok(())
     }
 
     /// The stored generation of a period that has ended, else a new one (a period still
@@ -109,21 +175,45 @@ impl Hub {
     }
 
     /// For a report's schedule: generates, for each of its period kinds, the latest period
-    /// that has ended, unless a complete generation of it is stored already. Returns the
-    /// periods generated.
+    /// that has ended, unless a complete generation of it is stored already; and generates
+    /// again each stored complete period that ended less than `revise_for` ago, so data sent
+    /// late makes a revision. Returns the periods whose stored report is new or revised.
     pub async fn generate_ended_reports(&self, name: &str) -> Result<Vec<Period>, HubError> {
         let def = self.report_def(name)?.clone();
         let now = self.clock.now();
-        let mut generated = Vec::new();
+        let tz = self.config.time_zone;
+        let mut changed = Vec::new();
         for kind in &def.periods {
-            let period = Period::latest_ended(*kind, now, self.config.time_zone);
+            let period = Period::latest_ended(*kind, now, tz);
             let stored = self.report_store().load(name, &period)?;
             if stored.is_some_and(|d| d.complete) {
                 continue;
             }
             self.generate_report(name, &period).await?;
-            generated.push(period);
+            changed.push(period);
         }
-        Ok(generated)
+        if let Some(window) = def.revise_for {
+            for listing in self.report_store().list(name) {
+                let Ok(period) = Period::parse(&listing.period) else {
+                    continue;
+                };
+                let (_, ended) = period.bounds(tz);
+                let recent = ended <= now && (now - ended).to_std().is_ok_and(|age| age < window);
+                if !recent || changed.contains(&period) {
+                    continue;
+                }
+                let Some(before) = self.report_store().load(name, &period)? else {
+                    continue;
+                };
+                if !before.complete {
+                    continue;
+                }
+                let after = self.generate_report(name, &period).await?;
+                if after.revision != before.revision {
+                    changed.push(period);
+                }
+            }
+        }
+        Ok(changed)
     }
 }

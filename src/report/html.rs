@@ -81,6 +81,13 @@ pub fn to_html(doc: &ReportDocument) -> String {
             .with_timezone(&tz)
             .format("%H:%M ngày %d/%m/%Y"),
     );
+    if doc.revision > 0 {
+        let _ = writeln!(
+            out,
+            "<p class=\"revision\">Bản điều chỉnh lần {}: số liệu được cập nhật do có dữ liệu gửi về sau khi kỳ báo cáo kết thúc.</p>",
+            doc.revision
+        );
+    }
     if !doc.complete {
         out.push_str(
             "<p class=\"provisional\">Kỳ báo cáo chưa kết thúc: số liệu tạm tính đến thời điểm lập báo cáo.</p>\n",
@@ -168,6 +175,7 @@ mod tests {
                 .unwrap()
                 .with_timezone(&chrono::Utc),
             complete: true,
+            revision: 0,
             time_zone: "Asia/Ho_Chi_Minh".into(),
             sections: vec![SectionResult {
                 title: "Phản ánh theo lĩnh vực".into(),

@@ -54,6 +54,10 @@ pub struct ReportDef {
     pub schedule: Option<cron::Schedule>,
     /// Which periods a scheduled fire generates (each: the latest one ended).
     pub periods: Vec<PeriodKind>,
+    /// The push dataset that receives complete generations (`publish_to`).
+    pub publish_to: Option<String>,
+    /// How long after its end a period's report is regenerated at each scheduled fire.
+    pub revise_for: Option<std::time::Duration>,
     pub sections: Vec<SectionDef>,
 }
 
@@ -198,6 +202,20 @@ fn literal(name: &str, period: &Period, tz: Tz) -> Result<String, ReportError> {
     })
 }
 
+/// The fields of the record a complete generation is published as (`publish_to`).
+pub const PUBLISHED_FIELDS: &[&str] = &[
+    "report",
+    "period",
+    "period_label",
+    "title",
+    "organisation",
+    "first_day",
+    "last_day",
+    "generated_at",
+    "revision",
+    "document",
+];
+
 /// A generated report: what every format is rendered from, and what is stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReportDocument {
@@ -214,9 +232,43 @@ pub struct ReportDocument {
     pub generated_at: DateTime<Utc>,
     /// The period had ended when this was generated (else the figures are provisional).
     pub complete: bool,
+    /// 0 for the first complete generation; each later generation whose figures differ
+    /// (data that arrived after the period ended) is the next revision.
+    #[serde(default)]
+    pub revision: u32,
     /// The hub's time zone name, for showing times.
     pub time_zone: String,
     pub sections: Vec<SectionResult>,
+}
+
+impl ReportDocument {
+    /// Whether `other` says the same as this one: everything but when it was generated and
+    /// its revision number.
+    pub fn same_content(&self, other: &ReportDocument) -> bool {
+        let strip = |d: &ReportDocument| ReportDocument {
+            generated_at: DateTime::<Utc>::UNIX_EPOCH,
+            revision: 0,
+            ..d.clone()
+        };
+        strip(self) == strip(other)
+    }
+
+    /// The record this generation is published as ([`PUBLISHED_FIELDS`]); the whole
+    /// document goes in `document`, so a receiver can render it in any format.
+    pub fn published_record(&self) -> Value {
+        serde_json::json!({
+            "report": self.name,
+            "period": self.period,
+            "period_label": self.period_label,
+            "title": self.title,
+            "organisation": self.organisation,
+            "first_day": self.first_day.to_string(),
+            "last_day": self.last_day.to_string(),
+            "generated_at": self.generated_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            "revision": self.revision,
+            "document": self,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -20,6 +20,7 @@ pub struct StoredReport {
     pub period_label: String,
     pub generated_at: DateTime<Utc>,
     pub complete: bool,
+    pub revision: u32,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ReportError + '_ {
@@ -93,6 +94,7 @@ impl ReportStore {
                         period_label: doc.period_label,
                         generated_at: doc.generated_at,
                         complete: doc.complete,
+                        revision: doc.revision,
                     },
                 ))
             })

@@ -118,7 +118,18 @@ pub trait StateStore: Send + Sync {
     fn save(&self, pipeline: &str, state: &PipelineState) -> Result<(), StateError>;
     fn record_run(&self, run: &RunReport) -> Result<(), StateError>;
     /// The most recent runs of a pipeline, newest first.
-    fn runs(&self, pipeline: &str, limit: usize) -> Result<Vec<RunReport>, StateError>;
+    fn runs(&self, pipeline: &str, limit: usize) -> Result<Vec<RunReport>, StateError> {
+        self.runs_between(pipeline, None, None, limit)
+    }
+    /// The most recent runs of a pipeline started within `from..=to` (either end open),
+    /// newest first.
+    fn runs_between(
+        &self,
+        pipeline: &str,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+        limit: usize,
+    ) -> Result<Vec<RunReport>, StateError>;
     fn last_run(&self, pipeline: &str) -> Result<Option<RunReport>, StateError> {
         Ok(self.runs(pipeline, 1)?.into_iter().next())
     }

@@ -511,14 +511,25 @@ impl StateStore for SqliteStateStore {
         })
     }
 
-    fn runs(&self, pipeline: &str, limit: usize) -> Result<Vec<RunReport>, StateError> {
+    fn runs_between(
+        &self,
+        pipeline: &str,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+        limit: usize,
+    ) -> Result<Vec<RunReport>, StateError> {
+        // Times are stored as RFC 3339 in UTC, which sort as text in time order; the open
+        // ends are text below and above every stored time.
+        let from = from.map_or_else(|| "0".to_string(), |t| t.to_rfc3339());
+        let to = to.map_or_else(|| "A".to_string(), |t| t.to_rfc3339());
         self.with(|c| {
             let mut statement = c.prepare(
                 "SELECT run_id, pipeline, started_at, finished_at, status, fetched, accepted, rejected,
                         bytes, attempts, trigger, error, error_class
-                 FROM runs WHERE pipeline = ?1 ORDER BY started_at DESC LIMIT ?2",
+                 FROM runs WHERE pipeline = ?1 AND started_at >= ?2 AND started_at <= ?3
+                 ORDER BY started_at DESC LIMIT ?4",
             )?;
-            let rows = statement.query_map(params![pipeline, limit as i64], |r| {
+            let rows = statement.query_map(params![pipeline, from, to, limit as i64], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, String>(1)?,

@@ -50,6 +50,23 @@ fn broken_hub() -> TestHub {
         "name = \"echo\"\ntitle = \"E\"\nsector = \"test\"\nschema = \"../schemas/notjson.schema.json\"\n\
          sharing = \"default\"\nschedule = \"0 * * * *\"\n\n[source]\nkind = \"ftp\"\n",
     );
+    // A push dataset with a schedule and a setting it does not have.
+    t.write(
+        "pipelines/g.toml",
+        "name = \"golf\"\ntitle = \"G\"\nsector = \"test\"\nschema = \"../schemas/simple.schema.json\"\n\
+         sharing = \"default\"\nschedule = \"0 * * * *\"\n\n[source]\nkind = \"push\"\nurl = \"x\"\n",
+    );
+    // A pulled dataset without a schedule is fine (it runs on demand), but cannot take reports.
+    t.write(
+        "pipelines/h.toml",
+        "name = \"hotel\"\ntitle = \"H\"\nsector = \"test\"\nschema = \"../schemas/simple.schema.json\"\n\
+         key = [\"id\"]\nsharing = \"default\"\n\n[source]\nkind = \"file\"\npath = \"x.jsonl\"\nformat = \"jsonl\"\n",
+    );
+    t.write(
+        "reports/r.toml",
+        "name = \"r\"\ntitle = \"R\"\nrevise_for = \"two months\"\npublish_to = \"hotel\"\n\n\
+         [[sections]]\ntitle = \"S\"\nsql = \"SELECT 1 AS x\"\n",
+    );
     t
 }
 
@@ -104,6 +121,10 @@ fn check_reports_every_problem_with_file_and_line() {
         "cannot read the calendar",
         "f.toml:7: transform:",
         "f.toml:16: check \"bad\": the rule is Int64, not a true/false expression",
+        "g.toml:6: a push dataset is sent in, never pulled: remove `schedule`",
+        "g.toml:10: unknown key `source.url`",
+        "r.toml:3: \"two months\" does not start with a whole number",
+        "r.toml:4: publish_to: dataset \"hotel\" has a \"file\" source",
     ];
     for e in expect {
         assert!(out.contains(e), "missing {e:?} in:\n{out}");
@@ -137,7 +158,7 @@ fn the_shipped_config_checks_clean() {
         "check",
     ]);
     assert!(ok, "{out}");
-    assert!(out.contains("7 pipelines"), "{out}");
+    assert!(out.contains("8 pipelines"), "{out}");
 }
 
 #[test]

@@ -347,10 +347,10 @@ async fn the_operation_report_matches_the_samples_figure_by_figure() {
         .generate_report("ioc_operation", &Period::parse("2025-Q1").unwrap())
         .await
         .unwrap();
-    let replaced: ReportDocument =
-        serde_json::from_slice(&std::fs::read(&stored).unwrap()).unwrap();
-    assert_eq!(replaced.generated_at, again.generated_at);
-    assert!(again.generated_at > q1.generated_at);
+    // Nothing changed since: the stored generation stands (no revision, same time).
+    let kept: ReportDocument = serde_json::from_slice(&std::fs::read(&stored).unwrap()).unwrap();
+    assert_eq!(again, q1);
+    assert_eq!((kept.generated_at, kept.revision), (q1.generated_at, 0));
     let listed = hub.report_listings();
     let periods: Vec<&str> = listed[0].stored.iter().map(|s| s.period.as_str()).collect();
     let now_text = now.to_string();
@@ -561,4 +561,155 @@ async fn reports_over_http_are_for_the_office_and_the_province_and_escape_depart
         .await
         .unwrap();
     assert_eq!(result.row_count, 1);
+}
+
+/// A citizen report of April 2025 that reaches the hub after the month was reported.
+fn late_april_report() -> Value {
+    json!([{
+        "service_request_id": "BPT-2025-LATE01",
+        "jurisdiction_id": "dongphu.binhphuoc",
+        "service_code": "XRAC",
+        "service_name": "Xả rác",
+        "description": "Rác thải sinh hoạt đổ trộm ven đường nhiều ngày chưa được thu gom.",
+        "status": "open",
+        "x_status_detail": "moi_tiep_nhan",
+        "service_notice": "Thời hạn xử lý, trả lời: 03 ngày làm việc.",
+        "requested_datetime": "2025-04-21T09:00:00+07:00",
+        "address": "ấp 3, xã Tân Lập",
+        "x_channel": "binh_phuoc_today_app",
+        "x_language": "vi",
+        "x_submitter": {"full_name": "Trần Văn Bình", "address": "ấp 3, xã Tân Lập", "phone": "0912345679"}
+    }])
+}
+
+/// The published records of the provincial IOC's report share, as (period, revision, document).
+async fn province_reports(
+    hub: &Hub,
+    tokens: &BTreeMap<String, String>,
+) -> Vec<(String, i64, Value)> {
+    let province = hub.authenticate(&tokens["ioc_tinh"]).unwrap();
+    let page = hub
+        .feed_read(&province, "share.ioc_reports_ioc_tinh", 0, 100)
+        .await
+        .unwrap();
+    page.events
+        .iter()
+        .map(|e| {
+            let event: Value = serde_json::from_str(&e.json).unwrap();
+            let data = &event["data"];
+            let document: Value =
+                serde_json::from_str(data["document"].as_str().expect("document as JSON text"))
+                    .unwrap();
+            (
+                data["period"].as_str().unwrap().to_string(),
+                data["revision"].as_i64().unwrap(),
+                document,
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn ended_reports_reach_the_province_on_its_feed_and_late_data_makes_a_revision() {
+    let data = tempfile::tempdir().unwrap();
+    let overrides = Overrides {
+        data_dir: Some(data.path().to_path_buf()),
+        ..Default::default()
+    };
+    let config = config::load(&repo().join("config.toml"), &overrides).unwrap();
+    let tokens: BTreeMap<String, String> = config
+        .generated_tokens
+        .iter()
+        .map(|t| (t.consumer.clone(), t.token.clone()))
+        .collect();
+    // 2 May 2025, 07:00 in Bình Phước: the scheduled fire after April ended.
+    let clock = crate::common::ManualClock::new("2025-05-02T00:00:00Z");
+    let hub = Hub::open_with_clock(config, clock.clone()).await.unwrap();
+    hub.run_all("test").await;
+
+    let first = hub.generate_ended_reports("ioc_operation").await.unwrap();
+    let first: Vec<String> = first.iter().map(|p| p.to_string()).collect();
+    assert_eq!(first, ["2025-04", "2025-Q1", "2024-H2", "2024"]);
+    let published = province_reports(&hub, &tokens).await;
+    let mut periods: Vec<(String, i64)> =
+        published.iter().map(|(p, r, _)| (p.clone(), *r)).collect();
+    periods.sort();
+    assert_eq!(
+        periods,
+        [("2024", 0), ("2024-H2", 0), ("2025-04", 0), ("2025-Q1", 0)]
+            .map(|(p, r)| (p.to_string(), r))
+    );
+    // What the province receives is the stored document itself.
+    let april = Period::parse("2025-04").unwrap();
+    let stored = hub.report("ioc_operation", &april, false).await.unwrap();
+    let (_, _, sent) = published.iter().find(|(p, _, _)| p == "2025-04").unwrap();
+    assert_eq!(sent, &serde_json::to_value(&stored).unwrap());
+    let received = |doc: &Value| -> i64 {
+        let section = doc["sections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["title"] == "Phản ánh hiện trường theo lĩnh vực")
+            .expect("the citizen-report section");
+        let columns: Vec<&str> = section["columns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        let at = columns.iter().position(|c| *c == "received").unwrap();
+        section["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r[at].as_i64().unwrap_or(0))
+            .sum()
+    };
+    let received_before = received(sent);
+
+    // The next day's fire with nothing new: nothing is generated again for the feed.
+    clock.advance(chrono::Duration::days(1));
+    assert!(
+        hub.generate_ended_reports("ioc_operation")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(province_reports(&hub, &tokens).await.len(), 4);
+
+    // A report of 21 April arrives late: the next fire revises April, and only April.
+    let publisher = hub.authenticate(&tokens["phan_anh"]).unwrap();
+    let late = hub
+        .publish(
+            &publisher,
+            "citizen_reports",
+            "application/json",
+            late_april_report().to_string().as_bytes(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(late.accepted, 1, "{late:?}");
+    clock.advance(chrono::Duration::days(1));
+    let revised = hub.generate_ended_reports("ioc_operation").await.unwrap();
+    assert_eq!(
+        revised.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+        ["2025-04"]
+    );
+    let published = province_reports(&hub, &tokens).await;
+    assert_eq!(published.len(), 5, "one more change: April's revision");
+    let (period, revision, document) = published.last().unwrap();
+    assert_eq!((period.as_str(), *revision), ("2025-04", 1));
+    assert_eq!(received(document), received_before + 1);
+    let stored = hub.report("ioc_operation", &april, false).await.unwrap();
+    assert_eq!(stored.revision, 1);
+    let html = report::render(&stored, Format::Html).unwrap();
+    let html = String::from_utf8(html).unwrap();
+    assert!(
+        html.contains("Bản điều chỉnh lần 1"),
+        "the revision is said on the page"
+    );
+
+    // An agency without the grant sees no report dataset at all.
+    let agency = hub.authenticate(&tokens["phong_tnmt"]).unwrap();
+    assert!(hub.feed_read(&agency, "ioc_reports", 0, 10).await.is_err());
 }
