@@ -96,6 +96,9 @@ pub fn svg(section: &SectionResult, tz: Tz) -> Option<String> {
                 return None;
             }
             let mut chart = PieChart::new(slices);
+            // charts-rs draws a "rose" by default (radius by value), which makes a slice
+            // look larger than its share; a report's pie must be proportional by angle.
+            chart.rose_type = Some(false);
             chart.width = WIDTH;
             chart.height = HEIGHT + 80.0;
             chart.svg()
@@ -107,5 +110,63 @@ pub fn svg(section: &SectionResult, tz: Tz) -> Option<String> {
             tracing::warn!(section = %section.title, error = %e, "chart could not be drawn; the table is shown alone");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::report::{ChartKind, ColumnFormat, ColumnResult};
+
+    fn column(name: &str, type_name: &str) -> ColumnResult {
+        ColumnResult {
+            name: name.into(),
+            label: name.into(),
+            type_name: type_name.into(),
+            format: ColumnFormat::Auto,
+        }
+    }
+
+    /// For each slice (a path with `data-series`), the radii of its arcs (`A rx ry ...`):
+    /// outer, inner (the doughnut's hole) and the rounded corners.
+    fn slice_radii(svg: &str) -> Vec<Vec<String>> {
+        svg.split("<path d=\"")
+            .skip(1)
+            .filter(|p| p.contains("data-series"))
+            .map(|path| {
+                let d = path.split('"').next().unwrap_or_default();
+                let mut radii: Vec<String> = d
+                    .split('A')
+                    .skip(1)
+                    .filter_map(|arc| arc.split_whitespace().next().map(str::to_string))
+                    .collect();
+                radii.sort();
+                radii.dedup();
+                radii
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_pie_is_proportional_by_angle_not_by_radius() {
+        let section = SectionResult {
+            title: "Tình trạng".into(),
+            intro: None,
+            chart: ChartKind::Pie,
+            chart_series: vec![],
+            columns: vec![column("status", "string"), column("n", "integer")],
+            rows: vec![
+                vec![json!("Mới tiếp nhận"), json!(1)],
+                vec![json!("Đã xử lý"), json!(3)],
+            ],
+            truncated: false,
+        };
+        let svg = svg(&section, chrono_tz::Asia::Ho_Chi_Minh).expect("a pie");
+        let slices = slice_radii(&svg);
+        assert_eq!(slices.len(), 2, "two slices drawn: {svg}");
+        assert!(!slices[0].is_empty());
+        assert_eq!(slices[0], slices[1], "every slice has the same radii");
     }
 }
