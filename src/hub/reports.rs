@@ -73,13 +73,16 @@ impl Hub {
             }
             doc.revision = previous.revision + 1;
         }
-        self.report_store().save(&doc, period)?;
-        tracing::info!(report = name, period = %period, complete = doc.complete, revision = doc.revision, "report generated");
+        // Published before it is stored: if publishing fails, nothing is stored either, so
+        // the next fire or request tries both again (a failure after publishing only sends
+        // the same record twice, which the key absorbs).
         if doc.complete
             && let Some(dataset) = &def.publish_to
         {
             self.publish_report(dataset, &doc).await?;
         }
+        self.report_store().save(&doc, period)?;
+        tracing::info!(report = name, period = %period, complete = doc.complete, revision = doc.revision, "report generated");
         Ok(doc)
     }
 

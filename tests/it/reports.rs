@@ -713,3 +713,59 @@ async fn ended_reports_reach_the_province_on_its_feed_and_late_data_makes_a_revi
     let agency = hub.authenticate(&tokens["phong_tnmt"]).unwrap();
     assert!(hub.feed_read(&agency, "ioc_reports", 0, 10).await.is_err());
 }
+
+#[tokio::test]
+async fn a_report_that_cannot_be_published_is_not_stored_so_it_is_tried_again() {
+    let t = crate::common::TestHub::new();
+    // The receiving dataset wants a field the report record does not have.
+    let mut schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("schemas/ioc_reports.schema.json")).unwrap(),
+    )
+    .unwrap();
+    schema["required"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!("signed_by"));
+    schema["properties"]["signed_by"] = json!({"type": "string"});
+    t.write("schemas/out.schema.json", schema.to_string());
+    t.write(
+        "pipelines/out.toml",
+        "name = \"out\"\ntitle = \"Báo cáo\"\nsector = \"ioc\"\nschema = \"../schemas/out.schema.json\"\n\
+         key = [\"report\", \"period\"]\nsharing = \"default\"\n\n[source]\nkind = \"push\"\n",
+    );
+    t.write(
+        "reports/r.toml",
+        "name = \"r\"\ntitle = \"Báo cáo thử\"\npublish_to = \"out\"\n\n\
+         [[sections]]\ntitle = \"Một\"\nsql = \"SELECT 1 AS x\"\n",
+    );
+    let clock = crate::common::ManualClock::new("2025-05-02T00:00:00Z");
+    let hub = t.open_with_clock(clock).await;
+    let april = Period::parse("2025-04").unwrap();
+
+    let err = hub.generate_report("r", &april).await.unwrap_err();
+    assert!(
+        err.to_string().contains("does not fit dataset \"out\""),
+        "{err}"
+    );
+    assert!(
+        iochub::report::ReportStore::new(&hub.config.data_dir)
+            .load("r", &april)
+            .unwrap()
+            .is_none(),
+        "nothing stored, so the next fire generates and publishes again"
+    );
+    // The refused record is kept, with its reason, like any reject.
+    let kept = crate::common::rows(
+        &hub,
+        "SELECT raw, errors FROM quarantine WHERE dataset = 'out'",
+    )
+    .await;
+    assert_eq!(kept.len(), 1);
+    assert!(
+        kept[0][0]
+            .as_str()
+            .unwrap()
+            .contains("\"period\":\"2025-04\"")
+    );
+    assert!(kept[0][1].as_str().unwrap().contains("signed_by"));
+}
