@@ -10,7 +10,7 @@ mod runs_table;
 mod sharing;
 
 pub use feed::{FeedPage, MAX_FEED_LIMIT, SubscriptionStatus, TargetStatus};
-pub use publish::{PublishRejection, PublishReport};
+pub use publish::{PublishRejection, PublishReport, ReingestOutcome};
 pub use reports::ReportListing;
 pub use sharing::{CatalogView, Decision, ShareView};
 
