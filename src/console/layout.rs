@@ -104,6 +104,8 @@ fn head(title: &str) -> Markup {
             meta charset="utf-8";
             meta name="viewport" content="width=device-width, initial-scale=1";
             title { (title) " – iochub" }
+            // No favicon request (it would be one more 404 in every log).
+            link rel="icon" href="data:,";
             link rel="stylesheet" href=(asset_url("console.css"));
             script src=(asset_url("console.js")) defer {}
         }

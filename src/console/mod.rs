@@ -84,7 +84,9 @@ async fn security_headers(request: Request, next: Next) -> Response {
     let defaults = [
         (header::CONTENT_SECURITY_POLICY, CSP),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        (header::REFERRER_POLICY, "no-referrer"),
+        // `same-origin`, not `no-referrer`: with `no-referrer` browsers send `Origin: null` on
+        // our own form posts, which the CSRF check must refuse.
+        (header::REFERRER_POLICY, "same-origin"),
         (header::X_FRAME_OPTIONS, "DENY"),
         // Pages hold what one consumer may see: never cached (assets set their own).
         (header::CACHE_CONTROL, "no-store"),
