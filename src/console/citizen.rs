@@ -36,9 +36,11 @@ pub struct PeriodParams {
 fn parse_day(text: Option<&str>, label: &str) -> Result<Option<NaiveDate>, ConsoleError> {
     match text.map(str::trim).filter(|t| !t.is_empty()) {
         None => Ok(None),
-        Some(t) => NaiveDate::parse_from_str(t, "%Y-%m-%d").map(Some).map_err(|_| {
-            ConsoleError::BadRequest(format!("«{label}» phải là một ngày (năm-tháng-ngày)."))
-        }),
+        Some(t) => NaiveDate::parse_from_str(t, "%Y-%m-%d")
+            .map(Some)
+            .map_err(|_| {
+                ConsoleError::BadRequest(format!("«{label}» phải là một ngày (năm-tháng-ngày)."))
+            }),
     }
 }
 
@@ -59,7 +61,10 @@ fn period_condition(from: Option<NaiveDate>, to: Option<NaiveDate>, tz: chrono_t
     }
     if let Some(t) = to {
         // The end date is included: up to the next midnight.
-        parts.push(format!("received_at < {}", literal(t.succ_opt().unwrap_or(t))));
+        parts.push(format!(
+            "received_at < {}",
+            literal(t.succ_opt().unwrap_or(t))
+        ));
     }
     parts.join(" AND ")
 }
@@ -130,7 +135,11 @@ pub async fn page(
     let hub = &console.hub;
     let chrome = Chrome::new(&console, &viewer);
     let tz = hub.time_zone();
-    if hub.visibility_of(&viewer.consumer)?.dataset(CITIZEN_REPORTS).is_none() {
+    if hub
+        .visibility_of(&viewer.consumer)?
+        .dataset(CITIZEN_REPORTS)
+        .is_none()
+    {
         return Err(HubError::NotFound("no dataset named \"citizen_reports\"".into()).into());
     }
     let from = parse_day(params.tu.as_deref(), "Từ ngày")?;
@@ -151,7 +160,8 @@ pub async fn page(
         let entry = units.entry(code).or_default();
         entry.name = r.get(1).map(cell_text).unwrap_or_default();
         let status = r.get(2).map(cell_text).unwrap_or_default();
-        *entry.by_status.entry(status).or_default() += r.get(3).and_then(|v| v.as_i64()).unwrap_or(0);
+        *entry.by_status.entry(status).or_default() +=
+            r.get(3).and_then(|v| v.as_i64()).unwrap_or(0);
     }
     let mut ordered: Vec<(&String, &UnitCounts)> = units.iter().collect();
     ordered.sort_by(|a, b| a.1.name.cmp(&b.1.name));
@@ -290,5 +300,10 @@ pub async fn page(
             }
         }
     };
-    Ok(layout::page(&chrome, Nav::Citizen, "Phản ánh hiện trường", content))
+    Ok(layout::page(
+        &chrome,
+        Nav::Citizen,
+        "Phản ánh hiện trường",
+        content,
+    ))
 }

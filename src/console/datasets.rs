@@ -36,7 +36,10 @@ fn sharing_label(sharing: &str) -> &'static str {
     }
 }
 
-pub async fn catalog(State(console): State<Console>, viewer: Viewer) -> Result<Markup, ConsoleError> {
+pub async fn catalog(
+    State(console): State<Console>,
+    viewer: Viewer,
+) -> Result<Markup, ConsoleError> {
     let hub = &console.hub;
     let chrome = Chrome::new(&console, &viewer);
     let tz = hub.time_zone();
@@ -74,7 +77,12 @@ pub async fn catalog(State(console): State<Console>, viewer: Viewer) -> Result<M
             }
         }
     };
-    Ok(layout::page(&chrome, Nav::Datasets, "Danh mục dữ liệu", content))
+    Ok(layout::page(
+        &chrome,
+        Nav::Datasets,
+        "Danh mục dữ liệu",
+        content,
+    ))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -106,7 +114,9 @@ fn reasons(errors: &Value) -> Vec<(String, String)> {
             .map(|e| {
                 (
                     e["pointer"].as_str().unwrap_or_default().to_string(),
-                    e["message"].as_str().map_or_else(|| e.to_string(), str::to_string),
+                    e["message"]
+                        .as_str()
+                        .map_or_else(|| e.to_string(), str::to_string),
                 )
             })
             .collect(),
@@ -157,7 +167,8 @@ async fn quarantine(
 }
 
 fn may_reingest(viewer: &Viewer, info: &DatasetInfo) -> bool {
-    viewer.consumer.role == Role::Admin || info.publishers.iter().any(|p| p.id == viewer.consumer.id)
+    viewer.consumer.role == Role::Admin
+        || info.publishers.iter().any(|p| p.id == viewer.consumer.id)
 }
 
 fn reingest_form(
@@ -209,7 +220,9 @@ pub async fn dataset(
     };
     let reingest = may_reingest(&viewer, &info);
     let done = match params.ket_qua.as_deref() {
-        Some("da-luu") => Some("Bản ghi đã sửa được lưu vào bộ dữ liệu; mục cách ly được đánh dấu đã xử lý."),
+        Some("da-luu") => {
+            Some("Bản ghi đã sửa được lưu vào bộ dữ liệu; mục cách ly được đánh dấu đã xử lý.")
+        }
         _ => None,
     };
     let content = html! {
@@ -308,7 +321,9 @@ pub async fn reingest(
         .await
     {
         Ok(outcome) if outcome.stored => {
-            return Ok(Redirect::to(&format!("/du-lieu/{name}?ket_qua=da-luu#cach-ly")).into_response());
+            return Ok(
+                Redirect::to(&format!("/du-lieu/{name}?ket_qua=da-luu#cach-ly")).into_response(),
+            );
         }
         Ok(outcome) => outcome
             .report
@@ -339,7 +354,12 @@ pub async fn reingest(
     };
     Ok((
         StatusCode::UNPROCESSABLE_ENTITY,
-        layout::page(&chrome, Nav::Datasets, "Nộp lại bản ghi bị cách ly", content),
+        layout::page(
+            &chrome,
+            Nav::Datasets,
+            "Nộp lại bản ghi bị cách ly",
+            content,
+        ),
     )
         .into_response())
 }

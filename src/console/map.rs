@@ -149,8 +149,18 @@ mod tests {
         let south: MultiPolygon<f64> = polygon![(x: 106.0, y: 11.0), (x: 106.1, y: 11.0), (x: 106.1, y: 11.1), (x: 106.0, y: 11.1)].into();
         let north: MultiPolygon<f64> = polygon![(x: 106.0, y: 11.1), (x: 106.1, y: 11.1), (x: 106.1, y: 11.2), (x: 106.0, y: 11.2)].into();
         let units = [
-            MapUnit { code: "1", name: "Xã Nam", area: &south, count: 0 },
-            MapUnit { code: "2", name: "Xã Bắc", area: &north, count: 3 },
+            MapUnit {
+                code: "1",
+                name: "Xã Nam",
+                area: &south,
+                count: 0,
+            },
+            MapUnit {
+                code: "2",
+                name: "Xã Bắc",
+                area: &north,
+                count: 3,
+            },
         ];
         let p = Projection::fit(&units, 640.0, 520.0, 10.0).unwrap();
         let (_, y_south) = p.point(106.05, 11.05);
@@ -161,7 +171,10 @@ mod tests {
             assert!((0.0..=640.0).contains(&x) && (0.0..=520.0).contains(&y));
         }
         let markup = svg(&units, "Bản đồ").into_string();
-        assert!(markup.contains("Bắc") && markup.contains("#f1a79d"), "{markup}");
+        assert!(
+            markup.contains("Bắc") && markup.contains("#f1a79d"),
+            "{markup}"
+        );
         assert!(markup.contains("<title"), "{markup}");
     }
 }

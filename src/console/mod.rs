@@ -24,13 +24,13 @@ mod sql;
 
 use std::sync::Arc;
 
+use axum::Router;
 use axum::extract::{FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::Router;
 
 pub use error::ConsoleError;
 
@@ -145,8 +145,7 @@ impl Viewer {
     /// that comes from another site.
     pub fn check_csrf(&self, headers: &HeaderMap, form: &Posted) -> Result<(), ConsoleError> {
         let given = form.get("csrf").unwrap_or_default();
-        if !session::origin_allowed(headers) || !session::same_token(given, &self.session.csrf)
-        {
+        if !session::origin_allowed(headers) || !session::same_token(given, &self.session.csrf) {
             return Err(ConsoleError::Csrf);
         }
         Ok(())
@@ -211,7 +210,9 @@ impl Posted {
     pub fn required(&self, name: &str, label: &str) -> Result<&str, ConsoleError> {
         match self.get(name).map(str::trim) {
             Some(v) if !v.is_empty() => Ok(v),
-            _ => Err(ConsoleError::BadRequest(format!("Vui lòng nhập «{label}»."))),
+            _ => Err(ConsoleError::BadRequest(format!(
+                "Vui lòng nhập «{label}»."
+            ))),
         }
     }
 }
@@ -247,7 +248,9 @@ pub(crate) async fn query_rows(
     consumer: &Consumer,
     sql: &str,
 ) -> Result<(crate::query::QueryResult, Rows), ConsoleError> {
-    let result = hub.sql_as_with(consumer, sql, &|_| Ok(()), "console").await?;
+    let result = hub
+        .sql_as_with(consumer, sql, &|_| Ok(()), "console")
+        .await?;
     let rows = to_rows(&result)?;
     Ok((result, rows))
 }

@@ -111,7 +111,11 @@ pub async fn page(State(console): State<Console>, viewer: Viewer) -> Result<Mark
                 .map(|t| (s.id.clone(), t.target.clone(), t.parked_reason.clone()))
         })
         .collect();
-    let overdue_shares = if admin { hub.overdue_share_requests() } else { 0 };
+    let overdue_shares = if admin {
+        hub.overdue_share_requests()
+    } else {
+        0
+    };
 
     let content = html! {
         // The wall screen reloads this page every two minutes (console.js).

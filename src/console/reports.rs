@@ -14,8 +14,7 @@ use crate::report::{Format, Period};
 
 /// A report's own page is self-contained (its styles inline), so it gets a policy of its own:
 /// nothing may load, inline styles may apply, nothing runs.
-const REPORT_CSP: &str =
-    "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'; base-uri 'none'";
+const REPORT_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'; base-uri 'none'";
 
 fn refuse_unless_allowed(viewer: &Viewer) -> Result<(), ConsoleError> {
     crate::http::reports::may_read(&viewer.consumer)?;
@@ -93,7 +92,12 @@ pub async fn page(State(console): State<Console>, viewer: Viewer) -> Result<Mark
             }
         }
     };
-    Ok(layout::page(&chrome, Nav::Reports, "Báo cáo định kỳ", content))
+    Ok(layout::page(
+        &chrome,
+        Nav::Reports,
+        "Báo cáo định kỳ",
+        content,
+    ))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -132,7 +136,11 @@ pub async fn choose(
     if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
         return Err(ConsoleError::BadRequest("Tên báo cáo không hợp lệ.".into()));
     }
-    let suffix = if format == Format::Xlsx { "?dinh_dang=xlsx" } else { "" };
+    let suffix = if format == Format::Xlsx {
+        "?dinh_dang=xlsx"
+    } else {
+        ""
+    };
     Ok(Redirect::to(&format!("/bao-cao/{name}/{period}{suffix}")).into_response())
 }
 

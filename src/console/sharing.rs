@@ -94,11 +94,20 @@ fn touches(event: &crate::state::AuditEvent, dataset: &str) -> bool {
             .is_some_and(|ts| ts.iter().any(|t| t.as_str() == Some(dataset)))
 }
 
-fn day_bound(text: Option<&str>, tz: chrono_tz::Tz, next_day: bool) -> Result<Option<chrono::DateTime<chrono::Utc>>, ConsoleError> {
+fn day_bound(
+    text: Option<&str>,
+    tz: chrono_tz::Tz,
+    next_day: bool,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, ConsoleError> {
     let Some(text) = text else { return Ok(None) };
-    let day = NaiveDate::parse_from_str(text, "%Y-%m-%d")
-        .map_err(|_| ConsoleError::BadRequest(format!("Ngày «{text}» không đúng dạng năm-tháng-ngày.")))?;
-    let day = if next_day { day.succ_opt().unwrap_or(day) } else { day };
+    let day = NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| {
+        ConsoleError::BadRequest(format!("Ngày «{text}» không đúng dạng năm-tháng-ngày."))
+    })?;
+    let day = if next_day {
+        day.succ_opt().unwrap_or(day)
+    } else {
+        day
+    };
     let start = day.and_hms_opt(0, 0, 0).unwrap_or_default();
     Ok(tz
         .from_local_datetime(&start)
@@ -127,7 +136,11 @@ pub async fn page(
             action: None,
             since: day_bound(nonempty(&filters.tu), tz, false)?,
             until: day_bound(nonempty(&filters.den), tz, true)?,
-            limit: if nonempty(&filters.dataset).is_some() { 10_000 } else { AUDIT_LIMIT },
+            limit: if nonempty(&filters.dataset).is_some() {
+                10_000
+            } else {
+                AUDIT_LIMIT
+            },
         })?;
         if let Some(d) = nonempty(&filters.dataset) {
             events.retain(|e| touches(e, d));
@@ -147,7 +160,9 @@ pub async fn page(
         Some("duyet") => Some("Đã duyệt yêu cầu chia sẻ."),
         Some("tu-choi") => Some("Đã từ chối yêu cầu chia sẻ."),
         Some("thu-hoi") => Some("Đã thu hồi chia sẻ."),
-        Some("da-gui") => Some("Đã gửi yêu cầu chia sẻ; Trung tâm IOC sẽ trả lời trong 2 ngày làm việc."),
+        Some("da-gui") => {
+            Some("Đã gửi yêu cầu chia sẻ; Trung tâm IOC sẽ trả lời trong 2 ngày làm việc.")
+        }
         _ => None,
     };
     let csrf = chrome.csrf().to_string();
@@ -319,7 +334,12 @@ pub async fn page(
             }
         }
     };
-    Ok(layout::page(&chrome, Nav::Sharing, "Chia sẻ dữ liệu", content))
+    Ok(layout::page(
+        &chrome,
+        Nav::Sharing,
+        "Chia sẻ dữ liệu",
+        content,
+    ))
 }
 
 pub async fn decide(

@@ -38,7 +38,10 @@ fn form_page(nonce: &str, problem: Option<&str>) -> Markup {
 }
 
 /// A fresh sign-in form with its double-submit cookie.
-fn fresh_form(status: axum::http::StatusCode, problem: Option<&str>) -> Result<Response, ConsoleError> {
+fn fresh_form(
+    status: axum::http::StatusCode,
+    problem: Option<&str>,
+) -> Result<Response, ConsoleError> {
     let nonce = session::random_token()?;
     Ok((
         status,
@@ -51,7 +54,10 @@ fn fresh_form(status: axum::http::StatusCode, problem: Option<&str>) -> Result<R
         .into_response())
 }
 
-pub async fn form(State(console): State<Console>, headers: HeaderMap) -> Result<Response, ConsoleError> {
+pub async fn form(
+    State(console): State<Console>,
+    headers: HeaderMap,
+) -> Result<Response, ConsoleError> {
     // Someone already signed in goes straight to the overview.
     if let Some(id) = session::cookie(&headers, COOKIE)
         && console.sessions.get(id).is_some()
@@ -73,7 +79,10 @@ pub async fn submit(
     }
     let token = form.get("token").unwrap_or_default().trim();
     let hub = &console.hub;
-    let Some(consumer) = (!token.is_empty()).then(|| hub.authenticate(token)).flatten() else {
+    let Some(consumer) = (!token.is_empty())
+        .then(|| hub.authenticate(token))
+        .flatten()
+    else {
         hub.audit(
             None,
             "auth_failed",
@@ -87,7 +96,9 @@ pub async fn submit(
         }
         return fresh_form(
             axum::http::StatusCode::UNAUTHORIZED,
-            Some("Mã truy cập không đúng. Vui lòng kiểm tra lại (mã phân biệt chữ hoa, chữ thường)."),
+            Some(
+                "Mã truy cập không đúng. Vui lòng kiểm tra lại (mã phân biệt chữ hoa, chữ thường).",
+            ),
         );
     };
     let session = console.sessions.start(&consumer.id)?;

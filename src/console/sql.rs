@@ -133,8 +133,7 @@ pub async fn csv(
     viewer.check_csrf(&headers, &form)?;
     let sql = form.required("sql", "Câu lệnh SQL")?;
     let (result, _) = query_rows(&console.hub, &viewer.consumer, sql).await?;
-    let body =
-        crate::query::to_csv(&result).map_err(|e| ConsoleError::Internal(e.to_string()))?;
+    let body = crate::query::to_csv(&result).map_err(|e| ConsoleError::Internal(e.to_string()))?;
     Ok((
         [
             (header::CONTENT_TYPE, "text/csv; charset=utf-8"),

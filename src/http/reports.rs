@@ -110,7 +110,13 @@ pub(crate) async fn read_audited(
             json!({"period": period, "error": e.message}),
         ),
     };
-    hub.audit(Some(&consumer.id), "report_read", Some(name), detail, result);
+    hub.audit(
+        Some(&consumer.id),
+        "report_read",
+        Some(name),
+        detail,
+        result,
+    );
     outcome
 }
 

@@ -145,7 +145,10 @@ impl Hub {
         consumer: &Consumer,
         dataset: &str,
     ) -> Result<Vec<crate::state::QuarantineResolution>, HubError> {
-        if !self.visibility_of(consumer)?.may_read_quarantine_of(dataset) {
+        if !self
+            .visibility_of(consumer)?
+            .may_read_quarantine_of(dataset)
+        {
             return Err(HubError::Forbidden(format!(
                 "only the publishers of {dataset:?} and the managing office may read its quarantine"
             )));

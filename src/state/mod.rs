@@ -147,8 +147,10 @@ pub trait StateStore: Send + Sync {
     /// Marks a quarantined record as fixed and stored again; false if it already was.
     fn resolve_quarantined(&self, resolution: &QuarantineResolution) -> Result<bool, StateError>;
     /// The resolved quarantine rows of one dataset.
-    fn quarantine_resolutions(&self, dataset: &str)
-    -> Result<Vec<QuarantineResolution>, StateError>;
+    fn quarantine_resolutions(
+        &self,
+        dataset: &str,
+    ) -> Result<Vec<QuarantineResolution>, StateError>;
 
     /// Where a feed subscription's target stands; `None` before its first delivery.
     fn feed_position(

@@ -192,6 +192,12 @@ try {
   check(overview.includes("Luồng dữ liệu gửi đi"), "overview lacks the feed section");
   await accessibility(page, "overview");
   await shoot(page, "01-tong-quan");
+  // A laptop screen: the page fits its width (wide tables scroll inside their box).
+  await page.setViewportSize({ width: 1366, height: 768 });
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  check(overflow <= 0, `the overview is ${overflow}px wider than a 1366px laptop screen`);
+  await shoot(page, "01-tong-quan-laptop");
+  await page.setViewportSize({ width: 1920, height: 1080 });
 
   // 5. Sharing: approve the agency's request.
   await page.getByRole("link", { name: "Chia sẻ" }).click();

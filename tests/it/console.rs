@@ -166,7 +166,11 @@ async fn sign_in_sets_a_strict_session_cookie_and_sign_out_ends_it() {
     let (_t, _hub, addr) = console_hub().await;
 
     // Not signed in: every page sends to the sign-in form.
-    let r = client().get(format!("http://{addr}/")).send().await.unwrap();
+    let r = client()
+        .get(format!("http://{addr}/"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     assert_eq!(r.headers()[header::LOCATION], "/dang-nhap");
 
@@ -174,7 +178,13 @@ async fn sign_in_sets_a_strict_session_cookie_and_sign_out_ends_it() {
     let wrong = sign_in_response(addr, "not-a-token").await;
     assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
     assert!(cookie_value(wrong.headers(), "iochub_session").is_none());
-    assert!(wrong.text().await.unwrap().contains("Mã truy cập không đúng"));
+    assert!(
+        wrong
+            .text()
+            .await
+            .unwrap()
+            .contains("Mã truy cập không đúng")
+    );
 
     // The right one: a random session id (not the token) in a strict cookie.
     let ok = sign_in_response(addr, ADMIN).await;
@@ -261,7 +271,8 @@ async fn a_post_without_the_right_csrf_token_is_refused_and_changes_nothing() {
     assert_eq!(status, StatusCode::FORBIDDEN);
 
     let origin = format!("http://{addr}");
-    let (status, headers, _) = post(addr, &admin, &approve, &[("csrf", &csrf)], Some(&origin)).await;
+    let (status, headers, _) =
+        post(addr, &admin, &approve, &[("csrf", &csrf)], Some(&origin)).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert_eq!(headers[header::LOCATION], "/chia-se?ket_qua=duyet");
     let status = hub.share_requests_for(&agency).unwrap()[0].request.status;
@@ -388,7 +399,10 @@ async fn reingest_stores_a_fixed_record_and_keeps_a_broken_one_quarantined() {
     .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert!(body.contains("lớn hơn hoặc bằng 0"), "{body}");
-    assert!(body.contains("&quot;n&quot;: -2"), "the edit is kept: {body}");
+    assert!(
+        body.contains("&quot;n&quot;: -2"),
+        "the edit is kept: {body}"
+    );
     assert_eq!(
         count(&hub, "SELECT count(*) FROM items WHERE id = 'b1'").await,
         0
@@ -433,10 +447,7 @@ async fn reingest_stores_a_fixed_record_and_keeps_a_broken_one_quarantined() {
         headers[header::LOCATION],
         "/du-lieu/items?ket_qua=da-luu#cach-ly"
     );
-    assert_eq!(
-        count(&hub, "SELECT n FROM items WHERE id = 'b1'").await,
-        3
-    );
+    assert_eq!(count(&hub, "SELECT n FROM items WHERE id = 'b1'").await, 3);
     let publisher = hub.authenticate(PUBLISHER).unwrap();
     let resolved = hub.quarantine_resolutions(&publisher, "items").unwrap();
     assert_eq!(resolved.len(), 1);
@@ -523,7 +534,10 @@ async fn csv_download_equals_the_sql_answer() {
     // The page shows the same rows as a table; a failing query is explained on the page.
     let (status, _, html) = post(addr, &s, "/sql", &[("csrf", &csrf), ("sql", sql)], None).await;
     assert_eq!(status, StatusCode::OK);
-    assert!(html.contains("<td>a1</td><td>1</td><td>Mục một</td>"), "{html}");
+    assert!(
+        html.contains("<td>a1</td><td>1</td><td>Mục một</td>"),
+        "{html}"
+    );
     let (status, _, html) = post(
         addr,
         &s,
@@ -549,7 +563,10 @@ async fn assets_are_embedded_with_types_caching_and_a_strict_policy() {
     assert!(csp.contains("frame-ancestors 'none'"));
     assert_eq!(headers[header::CACHE_CONTROL], "no-store");
     assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
-    assert!(!page.contains("http://") && !page.contains("https://"), "nothing external");
+    assert!(
+        !page.contains("http://") && !page.contains("https://"),
+        "nothing external"
+    );
     for (name, content_type) in [
         ("console.css", "text/css; charset=utf-8"),
         ("console.js", "text/javascript; charset=utf-8"),
@@ -573,7 +590,9 @@ async fn assets_are_embedded_with_types_caching_and_a_strict_policy() {
         );
         let body = r.text().await.unwrap();
         let local = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("src/console/assets").join(name),
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("src/console/assets")
+                .join(name),
         )
         .unwrap();
         assert_eq!(body, local);
@@ -611,10 +630,22 @@ async fn every_page_of_the_sample_hub_renders_with_its_vietnamese_heading() {
     let s = session(addr, &token).await;
     for (path, h1, expect) in [
         ("/", "Tổng quan", "Kết nối dữ liệu"),
-        ("/phan-anh", "Phản ánh hiện trường", "Bản đồ phản ánh quá hạn theo đơn vị"),
-        ("/phan-anh?tu=2025-04-01&den=2025-04-30", "Phản ánh hiện trường", "từ 01/04/2025 đến 30/04/2025"),
+        (
+            "/phan-anh",
+            "Phản ánh hiện trường",
+            "Bản đồ phản ánh quá hạn theo đơn vị",
+        ),
+        (
+            "/phan-anh?tu=2025-04-01&den=2025-04-30",
+            "Phản ánh hiện trường",
+            "từ 01/04/2025 đến 30/04/2025",
+        ),
         ("/du-lieu", "Danh mục dữ liệu", "citizen_reports"),
-        ("/du-lieu/dossier_stats", "Thống kê hồ sơ thủ tục hành chính", "Số hồ sơ không cân đối"),
+        (
+            "/du-lieu/dossier_stats",
+            "Thống kê hồ sơ thủ tục hành chính",
+            "Số hồ sơ không cân đối",
+        ),
         ("/sql", "Truy vấn SQL", "Câu lệnh SQL"),
         ("/chia-se", "Chia sẻ dữ liệu", "Nhật ký truy cập"),
         ("/bao-cao", "Báo cáo định kỳ", "ioc_operation"),
@@ -638,14 +669,17 @@ async fn every_page_of_the_sample_hub_renders_with_its_vietnamese_heading() {
             .unwrap()
             .starts_with("default-src 'none'")
     );
-    let (status, headers, _) = get(addr, &s, "/bao-cao/ioc_operation?ky=2025-04&dinh_dang=xlsx").await;
+    let (status, headers, _) =
+        get(addr, &s, "/bao-cao/ioc_operation?ky=2025-04&dinh_dang=xlsx").await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert_eq!(
         headers[header::LOCATION],
         "/bao-cao/ioc_operation/2025-04?dinh_dang=xlsx"
     );
     let r = client()
-        .get(format!("http://{addr}/bao-cao/ioc_operation/2025-04?dinh_dang=xlsx"))
+        .get(format!(
+            "http://{addr}/bao-cao/ioc_operation/2025-04?dinh_dang=xlsx"
+        ))
         .header(header::COOKIE, format!("iochub_session={s}"))
         .send()
         .await

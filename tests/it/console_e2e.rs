@@ -86,7 +86,10 @@ fn the_console_works_in_headless_chromium() {
         let client = crate::common::client_with(ADMIN_TOKEN);
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
-            assert!(Instant::now() < deadline, "the hub did not ingest the samples in 120 s");
+            assert!(
+                Instant::now() < deadline,
+                "the hub did not ingest the samples in 120 s"
+            );
             tokio::time::sleep(Duration::from_millis(500)).await;
             let Ok(r) = client.get(format!("{base}/api/v1/pipelines")).send().await else {
                 continue;
