@@ -5,6 +5,7 @@
 
 pub mod calendar;
 pub mod config;
+pub mod console;
 pub mod demo;
 pub mod feed;
 pub mod functions;

@@ -1,9 +1,10 @@
-//! The HTTP API (axum): health, the dataset catalog, quarantine, SQL, sharing and the feed.
+//! The HTTP API (axum): health, the dataset catalog, quarantine, SQL, sharing and the feed;
+//! the web console (`crate::console`) is merged into the same router at `/`.
 
 mod auth;
 mod error;
 mod feed;
-mod reports;
+pub(crate) mod reports;
 mod sharing;
 
 use std::sync::Arc;
@@ -54,6 +55,8 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .nest("/api/v1", api)
+        // The web console at `/` (its own sessions, CSRF and security headers).
+        .merge(crate::console::router(hub.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))

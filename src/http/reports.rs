@@ -16,7 +16,7 @@ use crate::sharing::{Consumer, Role};
 
 /// Reports hold unmasked aggregates of every sector: the managing office and the provincial
 /// IOC (to whom the district reports) read them.
-fn may_read(consumer: &Consumer) -> Result<(), ApiError> {
+pub(crate) fn may_read(consumer: &Consumer) -> Result<(), ApiError> {
     if matches!(consumer.role, Role::Admin | Role::Province) {
         Ok(())
     } else {
@@ -52,7 +52,50 @@ pub async fn read(
     Query(params): Query<ReportParams>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let outcome = answer(&hub, &consumer, &name, &period, &params, &headers).await;
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let (format, body) = read_audited(
+        &hub,
+        &consumer,
+        &name,
+        &period,
+        params.format.as_deref(),
+        accept,
+        params.regenerate,
+    )
+    .await?;
+    let mut response = ([(header::CONTENT_TYPE, format.content_type())], body).into_response();
+    if matches!(format, Format::Csv | Format::Xlsx)
+        && let Some(v) = attachment(&name, &period, format)
+    {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(response)
+}
+
+/// `Content-Disposition` for a downloaded report.
+pub(crate) fn attachment(name: &str, period: &str, format: Format) -> Option<HeaderValue> {
+    // `name` is a configured identifier and `period` parsed: safe in a header.
+    HeaderValue::from_str(&format!(
+        "attachment; filename=\"{name}_{period}.{}\"",
+        format.extension()
+    ))
+    .ok()
+}
+
+/// A report rendered as `consumer` asked for it (a format by name, else by `Accept`, else
+/// HTML), audited as `report_read`: the API and the console read reports through this.
+pub(crate) async fn read_audited(
+    hub: &Hub,
+    consumer: &Consumer,
+    name: &str,
+    period: &str,
+    format: Option<&str>,
+    accept: Option<&str>,
+    regenerate: bool,
+) -> Result<(Format, Vec<u8>), ApiError> {
+    let outcome = answer(hub, consumer, name, period, format, accept, regenerate).await;
     let (result, detail) = match &outcome {
         Ok((format, _)) => (
             "ok",
@@ -70,25 +113,11 @@ pub async fn read(
     hub.audit(
         Some(&consumer.id),
         "report_read",
-        Some(&name),
+        Some(name),
         detail,
         result,
     );
-    let (format, body) = outcome?;
-    let mut response = ([(header::CONTENT_TYPE, format.content_type())], body).into_response();
-    if matches!(format, Format::Csv | Format::Xlsx) {
-        // `name` is a configured identifier and `period` parsed: safe in a header.
-        let disposition = format!(
-            "attachment; filename=\"{name}_{period}.{}\"",
-            format.extension()
-        );
-        if let Ok(v) = HeaderValue::from_str(&disposition) {
-            response
-                .headers_mut()
-                .insert(header::CONTENT_DISPOSITION, v);
-        }
-    }
-    Ok(response)
+    outcome
 }
 
 async fn answer(
@@ -96,8 +125,9 @@ async fn answer(
     consumer: &Consumer,
     name: &str,
     period: &str,
-    params: &ReportParams,
-    headers: &HeaderMap,
+    format: Option<&str>,
+    accept: Option<&str>,
+    regenerate: bool,
 ) -> Result<(Format, Vec<u8>), ApiError> {
     may_read(consumer)?;
     hub.report_def(name)?;
@@ -112,26 +142,22 @@ async fn answer(
             period.label()
         )));
     }
-    let format = match &params.format {
+    let format = match format {
         Some(text) => Format::parse(text).ok_or_else(|| {
             ApiError::bad_request(format!(
                 "định dạng không hỗ trợ / unsupported format {text:?}: html, json, csv or xlsx"
             ))
         })?,
-        None => headers
-            .get(header::ACCEPT)
-            .and_then(|v| v.to_str().ok())
-            .and_then(Format::from_accept)
-            .unwrap_or(Format::Html),
+        None => accept.and_then(Format::from_accept).unwrap_or(Format::Html),
     };
-    if params.regenerate && consumer.role != Role::Admin {
+    if regenerate && consumer.role != Role::Admin {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
             "only the managing office regenerates reports",
         ));
     }
-    let doc = hub.report(name, &period, params.regenerate).await?;
+    let doc = hub.report(name, &period, regenerate).await?;
     // Rendered from the document (the stored HTML is the same rendering of it).
     let body = report::render(&doc, format)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "report", e.to_string()))?;

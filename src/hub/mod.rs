@@ -10,7 +10,7 @@ mod runs_table;
 mod sharing;
 
 pub use feed::{FeedPage, MAX_FEED_LIMIT, SubscriptionStatus, TargetStatus};
-pub use publish::{PublishRejection, PublishReport};
+pub use publish::{PublishRejection, PublishReport, ReingestOutcome};
 pub use reports::ReportListing;
 pub use sharing::{CatalogView, Decision, ShareView};
 
@@ -98,6 +98,8 @@ pub struct Hub {
 pub struct PipelineStatus {
     pub name: String,
     pub title: String,
+    /// The connector kind; `push` datasets are sent in and never run.
+    pub kind: String,
     pub schedule: Option<String>,
     pub next_run: Option<DateTime<Utc>>,
     pub running: bool,
@@ -341,6 +343,7 @@ impl Hub {
         PipelineStatus {
             name: pipeline.name.clone(),
             title: pipeline.title.clone(),
+            kind: pipeline.source_kind.clone(),
             schedule: pipeline.schedule_text.clone(),
             next_run: pipeline
                 .schedule

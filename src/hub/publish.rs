@@ -253,4 +253,136 @@ impl Hub {
             .collect();
         Ok(PublishReport { accepted, rejected })
     }
+
+    /// Stores a quarantined record again after someone fixed its raw text (the console's
+    /// re-ingest), through the same normalizer, checks and commit as a publish. When it is
+    /// accepted, the quarantine row (dataset, run, location) is marked resolved in the state
+    /// store; when it is still refused, nothing is marked and the new reasons come back (the
+    /// attempt is quarantined too, as every reject is). Admins and the dataset's publishers.
+    pub async fn reingest(
+        &self,
+        consumer: &Consumer,
+        dataset: &str,
+        run_id: &str,
+        location: &str,
+        fixed: &str,
+    ) -> Result<ReingestOutcome, HubError> {
+        let visibility = self.visibility_of(consumer)?;
+        let pipeline = match self.pipeline(dataset) {
+            Ok(p) if visibility.dataset(dataset).is_some() => p.clone(),
+            _ => return Err(HubError::NotFound(format!("no dataset named {dataset:?}"))),
+        };
+        let allowed = visibility.may_read_quarantine_of(dataset)
+            && (consumer.role == crate::sharing::Role::Admin
+                || pipeline.publishers.contains(&consumer.id));
+        if !allowed {
+            return Err(HubError::Forbidden(format!(
+                "only the publishers of {dataset:?} and the managing office re-ingest its quarantine"
+            )));
+        }
+        let rows = self
+            .quarantine_for(consumer, dataset, self.engine.limits().max_rows)
+            .await?;
+        let original = quarantine_row(&rows, run_id, location)?.ok_or_else(|| {
+            HubError::NotFound(format!(
+                "no quarantined record of {dataset:?} at {location:?} in run {run_id:?}"
+            ))
+        })?;
+        if self
+            .state
+            .quarantine_resolutions(dataset)?
+            .iter()
+            .any(|r| r.run_id == run_id && r.location == location)
+        {
+            return Err(HubError::Conflict(
+                "this quarantined record was already stored again".into(),
+            ));
+        }
+        let value: Value = serde_json::from_str(fixed).map_err(|e| HubError::BadRequest {
+            field: "raw".into(),
+            message: format!("the record is not valid JSON: {e}"),
+        })?;
+        let Value::Object(fields) = value else {
+            return Err(HubError::BadRequest {
+                field: "raw".into(),
+                message: "the record must be one JSON object".into(),
+            });
+        };
+        // A record that came from a text source (CSV, a workbook) was quarantined as an object
+        // of strings; it goes back as text, so each field is typed by its column as the
+        // source's rows are. Anything else is a JSON record, as a JSON source sends it.
+        let all_text = |m: &Map<String, Value>| m.values().all(Value::is_string);
+        let was_text = serde_json::from_str::<Value>(&original)
+            .ok()
+            .and_then(|v| v.as_object().map(all_text))
+            .unwrap_or(false);
+        let payload = if was_text && all_text(&fields) {
+            Payload::Text(fields)
+        } else {
+            Payload::Json(Value::Object(fields))
+        };
+        let publish_id = format!("publish-{}", uuid::Uuid::new_v4());
+        let source: Arc<str> = format!("publish:{}", consumer.id).into();
+        let report = self
+            .publish_records(
+                &pipeline,
+                vec![record(0, payload)],
+                &publish_id,
+                source,
+                fixed.len() as u64,
+            )
+            .await?;
+        self.audit(
+            Some(&consumer.id),
+            "quarantine_reingest",
+            Some(&pipeline.name),
+            json!({"publish_id": publish_id, "accepted": report.accepted, "rejected": report.rejected.len(), "bytes": fixed.len(), "run_id": run_id, "location": location}),
+            "ok",
+        );
+        let stored = report.accepted == 1 && report.rejected.is_empty();
+        if stored {
+            self.state
+                .resolve_quarantined(&crate::state::QuarantineResolution {
+                    dataset: dataset.to_string(),
+                    run_id: run_id.to_string(),
+                    location: location.to_string(),
+                    resolved_at: self.clock.now(),
+                    resolved_by: consumer.id.clone(),
+                    publish_id: publish_id.clone(),
+                })?;
+        }
+        Ok(ReingestOutcome {
+            stored,
+            report,
+            publish_id,
+        })
+    }
+}
+
+/// What a re-ingest did: `stored` when the fixed record was accepted (and the quarantine
+/// row marked resolved); otherwise `report.rejected` says why.
+#[derive(Debug, Serialize)]
+pub struct ReingestOutcome {
+    pub stored: bool,
+    pub report: PublishReport,
+    pub publish_id: String,
+}
+
+/// The raw text of the quarantine row at `run_id`/`location` in `rows` (the columns of
+/// `Hub::quarantine_for`).
+fn quarantine_row(
+    rows: &crate::query::QueryResult,
+    run_id: &str,
+    location: &str,
+) -> Result<Option<String>, HubError> {
+    let table = crate::query::to_json(rows)
+        .map_err(|e| HubError::Query(crate::query::QueryError::Internal(e.to_string())))?;
+    let found = table["rows"].as_array().and_then(|rows| {
+        rows.iter().find_map(|row| {
+            let cell = |i: usize| row.get(i).and_then(Value::as_str);
+            (cell(1) == Some(run_id) && cell(3) == Some(location))
+                .then(|| cell(4).unwrap_or_default().to_string())
+        })
+    });
+    Ok(found)
 }

@@ -128,6 +128,34 @@ impl Hub {
         Ok(grants)
     }
 
+    /// The shares in force today that `consumer` may list: every one for the managing
+    /// office, its own otherwise.
+    pub fn active_grants_for(&self, consumer: &Consumer) -> Result<Vec<Grant>, HubError> {
+        Ok(self
+            .active_grants()?
+            .into_iter()
+            .filter(|g| consumer.role == Role::Admin || g.consumer == consumer.id)
+            .collect())
+    }
+
+    /// The quarantine rows of `dataset` that were fixed and stored again (console re-ingest),
+    /// for whoever may read that quarantine.
+    pub fn quarantine_resolutions(
+        &self,
+        consumer: &Consumer,
+        dataset: &str,
+    ) -> Result<Vec<crate::state::QuarantineResolution>, HubError> {
+        if !self
+            .visibility_of(consumer)?
+            .may_read_quarantine_of(dataset)
+        {
+            return Err(HubError::Forbidden(format!(
+                "only the publishers of {dataset:?} and the managing office may read its quarantine"
+            )));
+        }
+        Ok(self.state.quarantine_resolutions(dataset)?)
+    }
+
     /// What `consumer` may see now: the one answer every interface enforces.
     pub fn visibility_of(&self, consumer: &Consumer) -> Result<Visibility, HubError> {
         let grants = self.active_grants()?;

@@ -155,6 +155,14 @@ pub trait StateStore: Send + Sync {
     /// Removes lines older than `before` (retention); returns how many.
     fn prune_audit(&self, before: DateTime<Utc>) -> Result<usize, StateError>;
 
+    /// Marks a quarantined record as fixed and stored again; false if it already was.
+    fn resolve_quarantined(&self, resolution: &QuarantineResolution) -> Result<bool, StateError>;
+    /// The resolved quarantine rows of one dataset.
+    fn quarantine_resolutions(
+        &self,
+        dataset: &str,
+    ) -> Result<Vec<QuarantineResolution>, StateError>;
+
     /// Where a feed subscription's target stands; `None` before its first delivery.
     fn feed_position(
         &self,
@@ -176,6 +184,19 @@ pub trait StateStore: Send + Sync {
     ) -> Result<std::collections::HashSet<String>, StateError>;
     /// Records that `ids` were notified for `kind`, so a restart does not notify them again.
     fn mark_notified(&self, kind: &str, ids: &[String]) -> Result<(), StateError>;
+}
+
+/// A quarantined record that was fixed and stored again (the quarantine row itself, known by
+/// dataset, run and location, is never changed: the Delta table is append-only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QuarantineResolution {
+    pub dataset: String,
+    pub run_id: String,
+    pub location: String,
+    pub resolved_at: DateTime<Utc>,
+    pub resolved_by: String,
+    /// The publish run that stored the fixed record.
+    pub publish_id: String,
 }
 
 /// A feed target's acknowledged position: every change up to `position` was delivered.

@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    AuditEvent, AuditFilter, FeedPosition, PipelineState, ShareRequest, ShareStatus, StateError,
-    StateStore,
+    AuditEvent, AuditFilter, FeedPosition, PipelineState, QuarantineResolution, ShareRequest,
+    ShareStatus, StateError, StateStore,
 };
 use crate::ingest::{RunReport, RunStatus};
 use crate::sharing::Grant;
@@ -89,6 +89,17 @@ const MIGRATIONS: &[&str] = &[
         id TEXT NOT NULL,
         notified_at TEXT NOT NULL,
         PRIMARY KEY (kind, id)
+     );",
+    // 5: quarantined records fixed and stored again from the console. The quarantine Delta
+    // table stays append-only; a row is known by (dataset, run_id, location).
+    "CREATE TABLE quarantine_resolutions (
+        dataset TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        location TEXT NOT NULL,
+        resolved_at TEXT NOT NULL,
+        resolved_by TEXT NOT NULL,
+        publish_id TEXT NOT NULL,
+        PRIMARY KEY (dataset, run_id, location)
      );",
 ];
 
@@ -421,6 +432,63 @@ impl StateStore for SqliteStateStore {
                     detail: serde_json::from_str(&detail)
                         .map_err(|e| StateError::Corrupt(e.to_string()))?,
                     outcome,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    fn resolve_quarantined(&self, resolution: &QuarantineResolution) -> Result<bool, StateError> {
+        self.with(|c| {
+            let inserted = c.execute(
+                "INSERT OR IGNORE INTO quarantine_resolutions
+                 (dataset, run_id, location, resolved_at, resolved_by, publish_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    resolution.dataset,
+                    resolution.run_id,
+                    resolution.location,
+                    resolution.resolved_at.to_rfc3339(),
+                    resolution.resolved_by,
+                    resolution.publish_id
+                ],
+            )?;
+            Ok(inserted == 1)
+        })
+    }
+
+    fn quarantine_resolutions(
+        &self,
+        dataset: &str,
+    ) -> Result<Vec<QuarantineResolution>, StateError> {
+        self.with(|c| {
+            let mut statement = c.prepare_cached(
+                "SELECT dataset, run_id, location, resolved_at, resolved_by, publish_id
+                 FROM quarantine_resolutions WHERE dataset = ?1",
+            )?;
+            let rows = statement.query_map(params![dataset], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(5)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (dataset, run_id, location, at, resolved_by, publish_id) = row?;
+                let resolved_at = DateTime::parse_from_rfc3339(&at)
+                    .map_err(|e| StateError::Corrupt(format!("resolved_at {at:?}: {e}")))?
+                    .with_timezone(&Utc);
+                out.push(QuarantineResolution {
+                    dataset,
+                    run_id,
+                    location,
+                    resolved_at,
+                    resolved_by,
+                    publish_id,
                 });
             }
             Ok(out)

@@ -4,6 +4,8 @@ mod citizen_reports;
 mod common;
 mod computed;
 mod config_check;
+mod console;
+mod console_e2e;
 mod demo;
 mod feed;
 mod file_pipelines;

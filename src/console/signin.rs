@@ -1,0 +1,145 @@
+//! Sign-in with the consumer's token, and sign-out.
+//!
+//! The token is checked by `Hub::authenticate` (SHA-256, constant time, as the API does) and
+//! then forgotten: the browser keeps only a random session id. Failed sign-ins are audited
+//! like the API's refused tokens and count against a per-address allowance.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use maud::{Markup, html};
+use serde_json::json;
+
+use super::layout;
+use super::session::{self, ABSOLUTE, COOKIE, SIGNIN_COOKIE};
+use super::{Console, ConsoleError, Posted, Viewer};
+
+/// The sign-in form's double-submit value lives this long (time to type a token).
+const SIGNIN_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
+
+fn form_page(nonce: &str, problem: Option<&str>) -> Markup {
+    layout::bare(
+        "Đăng nhập bảng điều khiển IOC",
+        html! {
+            p { "Nhập mã truy cập (token) của đơn vị bạn. Mã do Trung tâm IOC cấp; mỗi đơn vị chỉ thấy dữ liệu mình được phép xem." }
+            @if let Some(p) = problem {
+                (layout::notice("error", p))
+            }
+            form.signin method="post" action="/dang-nhap" {
+                input type="hidden" name="csrf" value=(nonce);
+                div.field {
+                    label for="token" { "Mã truy cập" }
+                    input id="token" name="token" type="password" autocomplete="current-password" required;
+                }
+                button type="submit" { "Đăng nhập" }
+            }
+        },
+    )
+}
+
+/// A fresh sign-in form with its double-submit cookie.
+fn fresh_form(
+    status: axum::http::StatusCode,
+    problem: Option<&str>,
+) -> Result<Response, ConsoleError> {
+    let nonce = session::random_token()?;
+    Ok((
+        status,
+        [(
+            header::SET_COOKIE,
+            session::set_cookie(SIGNIN_COOKIE, &nonce, SIGNIN_TTL),
+        )],
+        form_page(&nonce, problem),
+    )
+        .into_response())
+}
+
+pub async fn form(
+    State(console): State<Console>,
+    headers: HeaderMap,
+) -> Result<Response, ConsoleError> {
+    // Someone already signed in goes straight to the overview.
+    if let Some(id) = session::cookie(&headers, COOKIE)
+        && console.sessions.get(id).is_some()
+    {
+        return Ok(Redirect::to("/").into_response());
+    }
+    fresh_form(axum::http::StatusCode::OK, None)
+}
+
+pub async fn submit(
+    State(console): State<Console>,
+    headers: HeaderMap,
+    form: Posted,
+) -> Result<Response, ConsoleError> {
+    let nonce = session::cookie(&headers, SIGNIN_COOKIE).unwrap_or_default();
+    let given = form.get("csrf").unwrap_or_default();
+    if !session::origin_allowed(&headers) || !session::same_token(given, nonce) {
+        return Err(ConsoleError::Csrf);
+    }
+    let token = form.get("token").unwrap_or_default().trim();
+    let hub = &console.hub;
+    let Some(consumer) = (!token.is_empty())
+        .then(|| hub.authenticate(token))
+        .flatten()
+    else {
+        hub.audit(
+            None,
+            "auth_failed",
+            Some("/dang-nhap"),
+            json!({"reason": "unknown token", "channel": "console"}),
+            "denied",
+        );
+        // Guessing tokens costs the same allowance as the API (one bucket for all failures).
+        if let Err(wait) = hub.rate_check("console-sign-in-failures") {
+            return Err(ConsoleError::RateLimited(wait.as_secs().max(1)));
+        }
+        return fresh_form(
+            axum::http::StatusCode::UNAUTHORIZED,
+            Some(
+                "Mã truy cập không đúng. Vui lòng kiểm tra lại (mã phân biệt chữ hoa, chữ thường).",
+            ),
+        );
+    };
+    let session = console.sessions.start(&consumer.id)?;
+    hub.audit(
+        Some(&consumer.id),
+        "console_sign_in",
+        None,
+        json!({"channel": "console"}),
+        "ok",
+    );
+    let mut response = Redirect::to("/").into_response();
+    let headers = response.headers_mut();
+    for cookie in [
+        session::set_cookie(COOKIE, &session.id, ABSOLUTE),
+        session::clear_cookie(SIGNIN_COOKIE),
+    ] {
+        if let Ok(v) = cookie.parse() {
+            headers.append(header::SET_COOKIE, v);
+        }
+    }
+    Ok(response)
+}
+
+pub async fn sign_out(
+    State(console): State<Console>,
+    viewer: Viewer,
+    headers: HeaderMap,
+    form: Posted,
+) -> Result<Response, ConsoleError> {
+    viewer.check_csrf(&headers, &form)?;
+    console.sessions.end(&viewer.session.id);
+    console.hub.audit(
+        Some(&viewer.consumer.id),
+        "console_sign_out",
+        None,
+        json!({"channel": "console"}),
+        "ok",
+    );
+    Ok((
+        [(header::SET_COOKIE, session::clear_cookie(COOKIE))],
+        Redirect::to("/dang-nhap"),
+    )
+        .into_response())
+}

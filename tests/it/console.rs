@@ -1,0 +1,703 @@
+//! The web console at `/`: sign-in and its cookie, CSRF, what each role sees and may do,
+//! re-ingest of quarantined records, CSV download, assets, and every page of the sample hub.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use iochub::Hub;
+use iochub::config::{self, Overrides};
+use reqwest::StatusCode;
+use reqwest::header::{self, HeaderMap};
+
+use crate::common::{ADMIN, AGENCY, PEOPLE_SCHEMA, PUBLISHER, TestHub, count, serve};
+
+/// A client that follows no redirect (the tests look at them) and keeps no cookies (the tests
+/// send the session cookie themselves).
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+fn set_cookies(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect()
+}
+
+fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
+    set_cookies(headers).iter().find_map(|c| {
+        c.split(';')
+            .next()
+            .and_then(|kv| kv.strip_prefix(&format!("{name}=")))
+            .map(str::to_string)
+    })
+}
+
+/// The first hidden CSRF field of a page.
+fn csrf_of(body: &str) -> String {
+    let marker = "name=\"csrf\" value=\"";
+    let start = body.find(marker).expect("a csrf field") + marker.len();
+    body[start..].split('"').next().unwrap().to_string()
+}
+
+fn form(pairs: &[(&str, &str)]) -> String {
+    let mut s = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        s.append_pair(k, v);
+    }
+    s.finish()
+}
+
+/// Signs in with `token`: the sign-in response (a redirect with the cookie, or the form again).
+async fn sign_in_response(addr: SocketAddr, token: &str) -> reqwest::Response {
+    let c = client();
+    let page = c
+        .get(format!("http://{addr}/dang-nhap"))
+        .send()
+        .await
+        .unwrap();
+    let nonce = cookie_value(page.headers(), "iochub_signin").expect("sign-in cookie");
+    let body = page.text().await.unwrap();
+    c.post(format!("http://{addr}/dang-nhap"))
+        .header(header::COOKIE, format!("iochub_signin={nonce}"))
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(form(&[("csrf", &csrf_of(&body)), ("token", token)]))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A signed-in session id.
+async fn session(addr: SocketAddr, token: &str) -> String {
+    let response = sign_in_response(addr, token).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    cookie_value(response.headers(), "iochub_session").expect("session cookie")
+}
+
+async fn get(addr: SocketAddr, session: &str, path: &str) -> (StatusCode, HeaderMap, String) {
+    let r = client()
+        .get(format!("http://{addr}{path}"))
+        .header(header::COOKIE, format!("iochub_session={session}"))
+        .send()
+        .await
+        .unwrap();
+    let (status, headers) = (r.status(), r.headers().clone());
+    (status, headers, r.text().await.unwrap())
+}
+
+async fn post(
+    addr: SocketAddr,
+    session: &str,
+    path: &str,
+    pairs: &[(&str, &str)],
+    origin: Option<&str>,
+) -> (StatusCode, HeaderMap, String) {
+    let mut request = client()
+        .post(format!("http://{addr}{path}"))
+        .header(header::COOKIE, format!("iochub_session={session}"))
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(form(pairs));
+    if let Some(o) = origin {
+        request = request.header(header::ORIGIN, o);
+    }
+    let r = request.send().await.unwrap();
+    let (status, headers) = (r.status(), r.headers().clone());
+    (status, headers, r.text().await.unwrap())
+}
+
+fn pipeline(name: &str, schema: &str, publishers: &str) -> String {
+    format!(
+        "name = \"{name}\"\ntitle = \"Dữ liệu {name}\"\nsector = \"test\"\n\
+         schema = \"../schemas/{schema}\"\nkey = [\"id\"]\nsharing = \"default\"\n\
+         publishers = [{publishers}]\nschedule = \"0 0 * * * *\"\n\n[source]\n\
+         kind = \"file\"\npath = \"../in_{name}/*.jsonl\"\nformat = \"jsonl\"\n"
+    )
+}
+
+/// A hub with `items` (published by `pub`, one record quarantined) and `people` (personal
+/// data, published by the admin office), ingested and served.
+async fn console_hub() -> (TestHub, Arc<Hub>, SocketAddr) {
+    let t = TestHub::new();
+    t.write("schemas/people.schema.json", PEOPLE_SCHEMA);
+    for (name, schema, publishers) in [
+        ("items", "simple.schema.json", "\"pub\""),
+        ("people", "people.schema.json", "\"admin\""),
+    ] {
+        std::fs::create_dir_all(t.path().join(format!("in_{name}"))).unwrap();
+        t.write(
+            &format!("pipelines/{name}.toml"),
+            pipeline(name, schema, publishers),
+        );
+    }
+    t.write(
+        "in_items/a.jsonl",
+        "{\"id\": \"a1\", \"n\": 1, \"name\": \"Mục một\"}\n{\"id\": \"b1\", \"n\": -1}\n",
+    );
+    t.write(
+        "in_people/a.jsonl",
+        "{\"id\": \"p1\", \"n\": 1, \"phone\": \"0912345678\", \"score\": 7.5}\n",
+    );
+    let hub = t.open().await;
+    for r in hub.run_all("test").await {
+        assert_eq!(r.error, None, "{r:?}");
+    }
+    let addr = serve(hub.clone()).await;
+    (t, hub, addr)
+}
+
+fn share_request(name: &str) -> iochub::sharing::GrantRequest {
+    serde_json::from_value(serde_json::json!({
+        "name": name,
+        "purpose": "Theo dõi",
+        "legal_basis": "Quyết định số 1",
+        "dataset": "items",
+        "end_date": "2099-12-31",
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn sign_in_sets_a_strict_session_cookie_and_sign_out_ends_it() {
+    let (_t, _hub, addr) = console_hub().await;
+
+    // Not signed in: every page sends to the sign-in form.
+    let r = client()
+        .get(format!("http://{addr}/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(r.headers()[header::LOCATION], "/dang-nhap");
+
+    // A wrong token: refused with a message, and no session.
+    let wrong = sign_in_response(addr, "not-a-token").await;
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    assert!(cookie_value(wrong.headers(), "iochub_session").is_none());
+    assert!(
+        wrong
+            .text()
+            .await
+            .unwrap()
+            .contains("Mã truy cập không đúng")
+    );
+
+    // The right one: a random session id (not the token) in a strict cookie.
+    let ok = sign_in_response(addr, ADMIN).await;
+    assert_eq!(ok.status(), StatusCode::SEE_OTHER);
+    assert_eq!(ok.headers()[header::LOCATION], "/");
+    let cookie = set_cookies(ok.headers())
+        .into_iter()
+        .find(|c| c.starts_with("iochub_session="))
+        .expect("session cookie");
+    for flag in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/"] {
+        assert!(cookie.split("; ").any(|f| f == flag), "{flag} in {cookie}");
+    }
+    let id = cookie_value(ok.headers(), "iochub_session").unwrap();
+    assert_eq!(id.len(), 64);
+    assert!(!cookie.contains(ADMIN), "the token is not in the cookie");
+
+    let (status, _, body) = get(addr, &id, "/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("<h1>Tổng quan</h1>"), "{body}");
+    assert!(body.contains("lang=\"vi\""));
+
+    // A sign-in post without its double-submit cookie is refused.
+    let forged = client()
+        .post(format!("http://{addr}/dang-nhap"))
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(form(&[("csrf", "x"), ("token", ADMIN)]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+
+    // Sign-out needs the CSRF token too, then the session is gone.
+    let (status, _, _) = post(addr, &id, "/dang-xuat", &[], None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let csrf = csrf_of(&body);
+    let (status, headers, _) = post(addr, &id, "/dang-xuat", &[("csrf", &csrf)], None).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(
+        set_cookies(&headers)
+            .iter()
+            .any(|c| c.starts_with("iochub_session=;") && c.contains("Max-Age=0"))
+    );
+    let (status, headers, _) = get(addr, &id, "/").await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers[header::LOCATION], "/dang-nhap");
+}
+
+#[tokio::test]
+async fn a_post_without_the_right_csrf_token_is_refused_and_changes_nothing() {
+    let (_t, hub, addr) = console_hub().await;
+    let agency = hub.authenticate(AGENCY).unwrap();
+    let filed = hub
+        .file_share_request(&agency, share_request("theo_doi"))
+        .await
+        .unwrap();
+    let id = filed.grant.id.clone();
+    let admin = session(addr, ADMIN).await;
+    let (_, _, page) = get(addr, &admin, "/chia-se").await;
+    let csrf = csrf_of(&page);
+    let approve = format!("/chia-se/{id}/approve");
+    for (pairs, origin) in [
+        (vec![], None),
+        (vec![("csrf", "0".repeat(64))], None),
+        (vec![("csrf", csrf.clone())], Some("http://evil.example")),
+    ] {
+        let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (status, _, body) = post(addr, &admin, &approve, &pairs, origin).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{pairs:?} {origin:?}");
+        assert!(body.contains("Biểu mẫu đã hết hiệu lực"), "{body}");
+        let status = hub.share_requests_for(&agency).unwrap()[0].request.status;
+        assert_eq!(status, iochub::state::ShareStatus::Pending);
+    }
+    // Another session's token is not this session's.
+    let other = session(addr, ADMIN).await;
+    let (_, _, other_page) = get(addr, &other, "/chia-se").await;
+    let (status, _, _) = post(
+        addr,
+        &admin,
+        &approve,
+        &[("csrf", &csrf_of(&other_page))],
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    let origin = format!("http://{addr}");
+    let (status, headers, _) =
+        post(addr, &admin, &approve, &[("csrf", &csrf)], Some(&origin)).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers[header::LOCATION], "/chia-se?ket_qua=duyet");
+    let status = hub.share_requests_for(&agency).unwrap()[0].request.status;
+    assert_eq!(status, iochub::state::ShareStatus::Approved);
+    let (_, _, page) = get(addr, &admin, "/chia-se?ket_qua=duyet").await;
+    assert!(page.contains("Đã duyệt yêu cầu chia sẻ."));
+    assert!(page.contains("share.theo_doi"));
+}
+
+#[tokio::test]
+async fn an_agency_sees_no_approve_buttons_and_cannot_approve() {
+    let (_t, hub, addr) = console_hub().await;
+    let agency = hub.authenticate(AGENCY).unwrap();
+    let filed = hub
+        .file_share_request(&agency, share_request("cua_toi"))
+        .await
+        .unwrap();
+    let id = filed.grant.id;
+    let s = session(addr, AGENCY).await;
+    let (status, _, page) = get(addr, &s, "/chia-se").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("share.cua_toi"), "its own request is listed");
+    assert!(!page.contains("/approve"), "no approve form: {page}");
+    assert!(!page.contains(">Duyệt<"));
+    assert!(!page.contains("Nhật ký truy cập"), "no audit log");
+    let csrf = csrf_of(&page);
+    let (status, _, body) = post(
+        addr,
+        &s,
+        &format!("/chia-se/{id}/approve"),
+        &[("csrf", &csrf)],
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(body.contains("không có quyền"), "{body}");
+    assert_eq!(
+        hub.share_requests_for(&agency).unwrap()[0].request.status,
+        iochub::state::ShareStatus::Pending
+    );
+    // Reports are for the office and the province.
+    let (status, _, page) = get(addr, &s, "/").await;
+    assert!(!page.contains("href=\"/bao-cao\""));
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _) = get(addr, &s, "/bao-cao").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn a_publisher_sees_what_its_visibility_allows() {
+    let (_t, _hub, addr) = console_hub().await;
+    let publisher = session(addr, PUBLISHER).await;
+    let (status, _, people) = get(addr, &publisher, "/du-lieu/people").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(people.contains("091****678"), "masked phone: {people}");
+    assert!(!people.contains("0912345678"));
+    assert!(
+        !people.contains("id=\"cach-ly\""),
+        "not its dataset: no quarantine"
+    );
+    assert!(people.contains("Che một phần số điện thoại"));
+    // Its own dataset: clear, with its quarantine.
+    let (_, _, items) = get(addr, &publisher, "/du-lieu/items").await;
+    assert!(items.contains("id=\"cach-ly\""));
+    // The overview shows only its own connection.
+    let (_, _, overview) = get(addr, &publisher, "/").await;
+    assert!(overview.contains("<code>items</code>"));
+    assert!(!overview.contains("<code>people</code>"));
+    // The office, which publishes `people`, sees it clear.
+    let admin = session(addr, ADMIN).await;
+    let (_, _, people) = get(addr, &admin, "/du-lieu/people").await;
+    assert!(people.contains("0912345678"));
+    // SQL in the console goes through the same catalog.
+    let (_, _, sql_page) = get(addr, &publisher, "/sql").await;
+    let (status, _, answer) = post(
+        addr,
+        &publisher,
+        "/sql",
+        &[
+            ("csrf", &csrf_of(&sql_page)),
+            ("sql", "SELECT phone FROM people"),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(answer.contains("091****678") && !answer.contains("0912345678"));
+}
+
+/// The hidden `run_id` and `location` of the first re-ingest form on a dataset page.
+fn reingest_fields(page: &str) -> (String, String) {
+    let field = |name: &str| {
+        let marker = format!("name=\"{name}\" value=\"");
+        let start = page.find(&marker).expect(name) + marker.len();
+        page[start..].split('"').next().unwrap().to_string()
+    };
+    (field("run_id"), field("location"))
+}
+
+#[tokio::test]
+async fn reingest_stores_a_fixed_record_and_keeps_a_broken_one_quarantined() {
+    let (_t, hub, addr) = console_hub().await;
+    let s = session(addr, PUBLISHER).await;
+    let (_, _, page) = get(addr, &s, "/du-lieu/items").await;
+    assert!(page.contains("Đang cách ly"));
+    let (run_id, location) = reingest_fields(&page);
+    let csrf = csrf_of(&page);
+    let path = "/du-lieu/items/nop-lai";
+
+    // Still broken: refused with the reasons and the text kept; nothing stored or resolved.
+    let broken = "{\"id\": \"b1\", \"n\": -2}";
+    let (status, _, body) = post(
+        addr,
+        &s,
+        path,
+        &[
+            ("csrf", &csrf),
+            ("run_id", &run_id),
+            ("location", &location),
+            ("raw", broken),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body.contains("lớn hơn hoặc bằng 0"), "{body}");
+    assert!(
+        body.contains("&quot;n&quot;: -2"),
+        "the edit is kept: {body}"
+    );
+    assert_eq!(
+        count(&hub, "SELECT count(*) FROM items WHERE id = 'b1'").await,
+        0
+    );
+    let (_, _, page) = get(addr, &s, "/du-lieu/items").await;
+    assert!(page.contains("Đang cách ly") && !page.contains("Đã xử lý"));
+
+    // Not JSON at all: a reason, not an error page.
+    let (status, _, body) = post(
+        addr,
+        &s,
+        path,
+        &[
+            ("csrf", &csrf),
+            ("run_id", &run_id),
+            ("location", &location),
+            ("raw", "{\"id\": "),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(body.contains("không phải JSON hợp lệ"), "{body}");
+
+    // Fixed: stored through the publish path, and the quarantine row marked resolved.
+    let fixed = "{\"id\": \"b1\", \"n\": 3}";
+    let (status, headers, _) = post(
+        addr,
+        &s,
+        path,
+        &[
+            ("csrf", &csrf),
+            ("run_id", &run_id),
+            ("location", &location),
+            ("raw", fixed),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        headers[header::LOCATION],
+        "/du-lieu/items?ket_qua=da-luu#cach-ly"
+    );
+    assert_eq!(count(&hub, "SELECT n FROM items WHERE id = 'b1'").await, 3);
+    let publisher = hub.authenticate(PUBLISHER).unwrap();
+    let resolved = hub.quarantine_resolutions(&publisher, "items").unwrap();
+    assert_eq!(resolved.len(), 1);
+    assert_eq!(
+        (resolved[0].run_id.as_str(), resolved[0].location.as_str()),
+        (run_id.as_str(), location.as_str())
+    );
+    let (_, _, page) = get(addr, &s, "/du-lieu/items?ket_qua=da-luu").await;
+    assert!(page.contains("Đã xử lý"), "{page}");
+    assert!(page.contains("Bản ghi đã sửa được lưu"));
+    // The quarantine table itself is append-only: the original row is still there.
+    assert!(
+        count(
+            &hub,
+            &format!("SELECT count(*) FROM quarantine WHERE run_id = '{run_id}' AND location = '{location}'")
+        )
+        .await
+            == 1
+    );
+    // Once resolved, it cannot be stored twice.
+    let (status, _, _) = post(
+        addr,
+        &s,
+        path,
+        &[
+            ("csrf", &csrf),
+            ("run_id", &run_id),
+            ("location", &location),
+            ("raw", fixed),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    // An agency may not re-ingest.
+    let agency = session(addr, AGENCY).await;
+    let (_, _, agency_page) = get(addr, &agency, "/du-lieu/items").await;
+    assert!(!agency_page.contains("nop-lai"));
+    let (status, _, _) = post(
+        addr,
+        &agency,
+        path,
+        &[
+            ("csrf", &csrf_of(&agency_page)),
+            ("run_id", &run_id),
+            ("location", &location),
+            ("raw", fixed),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn csv_download_equals_the_sql_answer() {
+    let (_t, _hub, addr) = console_hub().await;
+    let s = session(addr, ADMIN).await;
+    let (_, _, page) = get(addr, &s, "/sql").await;
+    let csrf = csrf_of(&page);
+    let sql = "SELECT id, n, name FROM items ORDER BY id";
+    let (status, headers, csv) =
+        post(addr, &s, "/sql/csv", &[("csrf", &csrf), ("sql", sql)], None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[header::CONTENT_TYPE], "text/csv; charset=utf-8");
+    assert!(
+        headers[header::CONTENT_DISPOSITION]
+            .to_str()
+            .unwrap()
+            .starts_with("attachment")
+    );
+    let api = crate::common::admin_client()
+        .post(format!("http://{addr}/api/v1/sql"))
+        .header(header::ACCEPT, "text/csv")
+        .json(&serde_json::json!({ "sql": sql }))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(csv, api);
+    assert!(csv.contains("a1,1,Mục một"), "{csv}");
+    // The page shows the same rows as a table; a failing query is explained on the page.
+    let (status, _, html) = post(addr, &s, "/sql", &[("csrf", &csrf), ("sql", sql)], None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        html.contains("<td>a1</td><td>1</td><td>Mục một</td>"),
+        "{html}"
+    );
+    let (status, _, html) = post(
+        addr,
+        &s,
+        "/sql",
+        &[("csrf", &csrf), ("sql", "DROP TABLE items")],
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("Chỉ được phép truy vấn đọc"), "{html}");
+    // Without the CSRF token, no query runs.
+    let (status, _, _) = post(addr, &s, "/sql/csv", &[("sql", sql)], None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn assets_are_embedded_with_types_caching_and_a_strict_policy() {
+    let (_t, _hub, addr) = console_hub().await;
+    let s = session(addr, ADMIN).await;
+    let (_, headers, page) = get(addr, &s, "/").await;
+    let csp = headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+    assert!(csp.starts_with("default-src 'self'"), "{csp}");
+    assert!(csp.contains("frame-ancestors 'none'"));
+    assert_eq!(headers[header::CACHE_CONTROL], "no-store");
+    assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+    assert!(
+        !page.contains("http://") && !page.contains("https://"),
+        "nothing external"
+    );
+    for (name, content_type) in [
+        ("console.css", "text/css; charset=utf-8"),
+        ("console.js", "text/javascript; charset=utf-8"),
+    ] {
+        let marker = format!("/assets/{name}?v=");
+        let start = page.find(&marker).expect("asset linked");
+        let url = page[start..].split('"').next().unwrap();
+        // Assets need no session (the sign-in page uses them).
+        let r = client()
+            .get(format!("http://{addr}{url}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()[header::CONTENT_TYPE], content_type);
+        assert!(
+            r.headers()[header::CACHE_CONTROL]
+                .to_str()
+                .unwrap()
+                .contains("immutable")
+        );
+        let body = r.text().await.unwrap();
+        let local = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("src/console/assets")
+                .join(name),
+        )
+        .unwrap();
+        assert_eq!(body, local);
+    }
+}
+
+/// The shipped config and samples, ingested, with the admin's token.
+async fn sample_hub(data: &Path) -> (Arc<Hub>, String) {
+    let overrides = Overrides {
+        data_dir: Some(data.to_path_buf()),
+        ..Default::default()
+    };
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let config = config::load(&repo.join("config.toml"), &overrides).unwrap();
+    // Without IOCHUB_TOKEN_IOC_ADMIN, the hub made a token at load; take it from there.
+    let token = config
+        .generated_tokens
+        .iter()
+        .find(|g| g.consumer == "ioc_admin")
+        .map(|g| g.token.clone())
+        .or_else(|| std::env::var("IOCHUB_TOKEN_IOC_ADMIN").ok())
+        .expect("an admin token");
+    let hub = Hub::open(config).await.unwrap();
+    for r in hub.run_all("test").await {
+        assert_eq!(r.error, None, "{r:?}");
+    }
+    (hub, token)
+}
+
+#[tokio::test]
+async fn every_page_of_the_sample_hub_renders_with_its_vietnamese_heading() {
+    let data = tempfile::tempdir().unwrap();
+    let (hub, token) = sample_hub(data.path()).await;
+    let addr = serve(hub).await;
+    let s = session(addr, &token).await;
+    for (path, h1, expect) in [
+        ("/", "Tổng quan", "Kết nối dữ liệu"),
+        (
+            "/phan-anh",
+            "Phản ánh hiện trường",
+            "Bản đồ phản ánh quá hạn theo đơn vị",
+        ),
+        (
+            "/phan-anh?tu=2025-04-01&den=2025-04-30",
+            "Phản ánh hiện trường",
+            "từ 01/04/2025 đến 30/04/2025",
+        ),
+        ("/du-lieu", "Danh mục dữ liệu", "citizen_reports"),
+        (
+            "/du-lieu/dossier_stats",
+            "Thống kê hồ sơ thủ tục hành chính",
+            "Số hồ sơ không cân đối",
+        ),
+        ("/sql", "Truy vấn SQL", "Câu lệnh SQL"),
+        ("/chia-se", "Chia sẻ dữ liệu", "Nhật ký truy cập"),
+        ("/bao-cao", "Báo cáo định kỳ", "ioc_operation"),
+    ] {
+        let (status, _, body) = get(addr, &s, path).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+        assert!(body.contains(&format!("<h1>{h1}</h1>")), "{path}: {body}");
+        assert_eq!(body.matches("<h1").count(), 1, "{path}: one h1");
+        assert!(body.contains(expect), "{path} lacks {expect:?}");
+    }
+    // The map draws the 11 pre-merger units from the GeoJSON.
+    let (_, _, citizen) = get(addr, &s, "/phan-anh?den=2025-06-30").await;
+    assert_eq!(citizen.matches("<path ").count(), 11, "{citizen}");
+    // The April 2025 report, as HTML (its own policy: inline styles) and XLSX.
+    let (status, headers, report) = get(addr, &s, "/bao-cao/ioc_operation/2025-04").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(report.contains("2025"), "{report}");
+    assert!(
+        headers[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap()
+            .starts_with("default-src 'none'")
+    );
+    let (status, headers, _) =
+        get(addr, &s, "/bao-cao/ioc_operation?ky=2025-04&dinh_dang=xlsx").await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        headers[header::LOCATION],
+        "/bao-cao/ioc_operation/2025-04?dinh_dang=xlsx"
+    );
+    let r = client()
+        .get(format!(
+            "http://{addr}/bao-cao/ioc_operation/2025-04?dinh_dang=xlsx"
+        ))
+        .header(header::COOKIE, format!("iochub_session={s}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(
+        r.headers()[header::CONTENT_DISPOSITION]
+            .to_str()
+            .unwrap()
+            .contains("ioc_operation_2025-04.xlsx")
+    );
+    assert!(r.bytes().await.unwrap().starts_with(b"PK"));
+    // A period typed wrong gets a Vietnamese explanation, not a panic.
+    let (status, _, body) = get(addr, &s, "/bao-cao/ioc_operation?ky=tháng-tư").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("Kỳ báo cáo"), "{body}");
+    // An unknown dataset is a friendly 404.
+    let (status, _, body) = get(addr, &s, "/du-lieu/khong_co").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(body.contains("Không tìm thấy"), "{body}");
+}
