@@ -464,8 +464,12 @@ async fn serve(config: config::HubConfig) -> anyhow::Result<ExitCode> {
     let overdue = iochub::overdue::start(hub.clone(), scheduler_stopped.clone());
     let deliveries = iochub::feed::delivery::start(hub.clone(), scheduler_stopped);
 
-    let server = axum::serve(listener, iochub::http::router(hub.clone()))
-        .with_graceful_shutdown(shutdown_signal());
+    let server = axum::serve(
+        listener,
+        iochub::http::router(hub.clone())
+            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal());
     server.await?;
     if let Some(postgres) = postgres {
         postgres.abort();

@@ -69,6 +69,16 @@ impl SourceConfig {
         }))
     }
 
+    /// Whether the records are text cells (CSV rows, workbook cells) that the hub types by
+    /// column, rather than JSON values.
+    pub fn yields_text(&self) -> bool {
+        match self {
+            SourceConfig::File(c) => c.format == file::FileFormat::Csv,
+            SourceConfig::Excel(_) => true,
+            _ => false,
+        }
+    }
+
     /// Checks what can be checked without touching the source (paths, URLs, pointers).
     pub fn validate(&self) -> Vec<String> {
         match self {

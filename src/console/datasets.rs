@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::layout::{self, Chrome, Nav, badge};
 use super::{Console, ConsoleError, Posted, Viewer, cell_text, query_rows};
-use crate::hub::{DatasetInfo, HubError};
+use crate::hub::{DatasetInfo, HubError, QuarantineRowId};
 use crate::sharing::{Mask, Role};
 
 /// Rows in a dataset's preview, and quarantined records listed.
@@ -149,13 +149,13 @@ async fn quarantine(
         .iter()
         .map(|r| {
             let text = |i: usize| r.get(i).map(cell_text).unwrap_or_default();
-            let (run_id, location) = (text(1), text(3));
+            let (run_id, source, location) = (text(1), text(2), text(3));
             Quarantined {
                 resolved: resolutions
                     .iter()
-                    .find(|x| x.run_id == run_id && x.location == location)
+                    .find(|x| x.run_id == run_id && x.source == source && x.location == location)
                     .cloned(),
-                source: text(2),
+                source,
                 raw: text(4),
                 reasons: reasons(r.get(5).unwrap_or(&Value::Null)),
                 at: layout::time_text(&text(6), tz),
@@ -174,18 +174,18 @@ fn may_reingest(viewer: &Viewer, info: &DatasetInfo) -> bool {
 fn reingest_form(
     chrome: &Chrome,
     dataset: &str,
-    run_id: &str,
-    location: &str,
+    row: &QuarantineRowId<'_>,
     text: &str,
     field_id: &str,
 ) -> Markup {
     html! {
         form.reingest method="post" action={ "/du-lieu/" (dataset) "/nop-lai" } {
             input type="hidden" name="csrf" value=(chrome.csrf());
-            input type="hidden" name="run_id" value=(run_id);
-            input type="hidden" name="location" value=(location);
+            input type="hidden" name="run_id" value=(row.run_id);
+            input type="hidden" name="source" value=(row.source);
+            input type="hidden" name="location" value=(row.location);
             div.field {
-                label for=(field_id) { "Bản ghi đã sửa (JSON)" }
+                label for=(field_id) { "Bản ghi đã sửa (JSON: một đối tượng {\"cột\": giá trị, ...})" }
                 textarea id=(field_id) name="raw" rows="8" spellcheck="false" required { (text) }
             }
             button type="submit" { "Nộp lại bản ghi đã sửa" }
@@ -287,7 +287,7 @@ pub async fn dataset(
                         @if reingest && q.resolved.is_none() {
                             details {
                                 summary { "Sửa và nộp lại bản ghi này" }
-                                (reingest_form(&chrome, &info.name, &q.run_id, &q.location, &editable(&q.raw), &format!("raw-{i}")))
+                                (reingest_form(&chrome, &info.name, &QuarantineRowId { run_id: &q.run_id, source: &q.source, location: &q.location }, &editable(&q.raw), &format!("raw-{i}")))
                             }
                         } @else {
                             details {
@@ -311,13 +311,16 @@ pub async fn reingest(
     form: Posted,
 ) -> Result<Response, ConsoleError> {
     viewer.check_csrf(&headers, &form)?;
-    let run_id = form.required("run_id", "Lượt chạy")?;
-    let location = form.required("location", "Vị trí bản ghi")?;
+    let row = QuarantineRowId {
+        run_id: form.required("run_id", "Lượt chạy")?,
+        source: form.required("source", "Nguồn")?,
+        location: form.required("location", "Vị trí bản ghi")?,
+    };
     let raw = form.required("raw", "Bản ghi đã sửa")?;
     let chrome = Chrome::new(&console, &viewer);
     let problems: Vec<(String, String)> = match console
         .hub
-        .reingest(&viewer.consumer, &name, run_id, location, raw)
+        .reingest(&viewer.consumer, &name, &row, raw)
         .await
     {
         Ok(outcome) if outcome.stored => {
@@ -333,7 +336,9 @@ pub async fn reingest(
             .map(|e| (e.pointer, e.message))
             .collect(),
         // Not JSON, or not one object: the reason is the user's to fix, shown with the form.
-        Err(HubError::BadRequest { message, .. }) => vec![(String::new(), bad_json(&message))],
+        Err(HubError::BadRequest { field, message }) if field == "raw" => {
+            vec![(String::new(), bad_json(&message))]
+        }
         Err(e) => return Err(e.into()),
     };
     // Still refused: the reasons and the edited text come back; the quarantined original is
@@ -349,7 +354,7 @@ pub async fn reingest(
             }
         }
         h2 { "Sửa tiếp" }
-        (reingest_form(&chrome, &name, run_id, location, raw, "raw-again"))
+        (reingest_form(&chrome, &name, &row, raw, "raw-again"))
         p { a href={ "/du-lieu/" (name) "#cach-ly" } { "Quay lại danh sách cách ly" } }
     };
     Ok((

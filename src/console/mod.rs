@@ -25,7 +25,7 @@ mod sql;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{FromRequestParts, Request};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -53,7 +53,13 @@ pub fn router<S>(hub: Arc<Hub>) -> Router<S> {
     };
     Router::new()
         .route("/", get(overview::page))
-        .route("/dang-nhap", get(signin::form).post(signin::submit))
+        // Read before anyone is known: a token fits in far less.
+        .route(
+            "/dang-nhap",
+            get(signin::form)
+                .post(signin::submit)
+                .layer(DefaultBodyLimit::max(SIGN_IN_BODY_LIMIT)),
+        )
         .route("/dang-xuat", post(signin::sign_out))
         .route("/phan-anh", get(citizen::page))
         .route("/du-lieu", get(datasets::catalog))
@@ -69,9 +75,15 @@ pub fn router<S>(hub: Arc<Hub>) -> Router<S> {
         .route("/bao-cao/{name}/{period}", get(reports::open))
         .route("/assets/console.css", get(css))
         .route("/assets/console.js", get(js))
+        .layer(DefaultBodyLimit::max(FORM_BODY_LIMIT))
         .layer(middleware::from_fn(security_headers))
         .with_state(state)
 }
+
+/// A console form (an SQL text, a fixed record) is small; the API's larger limit is for
+/// departments' uploads.
+const FORM_BODY_LIMIT: usize = 1024 * 1024;
+const SIGN_IN_BODY_LIMIT: usize = 16 * 1024;
 
 /// The page's content security: only this hub's own scripts, styles and images; no framing.
 /// A response that sets its own policy (a report's self-contained page) keeps it.

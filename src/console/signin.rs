@@ -2,10 +2,14 @@
 //!
 //! The token is checked by `Hub::authenticate` (SHA-256, constant time, as the API does) and
 //! then forgotten: the browser keeps only a random session id. Failed sign-ins are audited
-//! like the API's refused tokens and count against a per-address allowance.
+//! like the API's refused tokens and spend the allowance of the address they come from; an
+//! address whose allowance is spent is refused before its token is even tested, so guessing
+//! is bounded, and one address guessing cannot lock out the others.
 
-use axum::extract::State;
-use axum::http::{HeaderMap, header};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, State};
+use axum::http::{Extensions, HeaderMap, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
 use serde_json::json;
@@ -67,9 +71,19 @@ pub async fn form(
     fresh_form(axum::http::StatusCode::OK, None)
 }
 
+/// The allowance key of a sign-in's address (the peer's IP; one shared key when the server
+/// was started without connection info, as some tests do).
+fn failures_key(extensions: &Extensions) -> String {
+    let peer = extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or_else(|| "unknown".to_string(), |c| c.0.ip().to_string());
+    format!("console-sign-in-failures:{peer}")
+}
+
 pub async fn submit(
     State(console): State<Console>,
     headers: HeaderMap,
+    extensions: Extensions,
     form: Posted,
 ) -> Result<Response, ConsoleError> {
     let nonce = session::cookie(&headers, SIGNIN_COOKIE).unwrap_or_default();
@@ -79,6 +93,10 @@ pub async fn submit(
     }
     let token = form.get("token").unwrap_or_default().trim();
     let hub = &console.hub;
+    let failures = failures_key(&extensions);
+    if let Err(wait) = hub.rate_peek(&failures) {
+        return Err(ConsoleError::RateLimited(wait.as_secs().max(1)));
+    }
     let Some(consumer) = (!token.is_empty())
         .then(|| hub.authenticate(token))
         .flatten()
@@ -90,8 +108,8 @@ pub async fn submit(
             json!({"reason": "unknown token", "channel": "console"}),
             "denied",
         );
-        // Guessing tokens costs the same allowance as the API (one bucket for all failures).
-        if let Err(wait) = hub.rate_check("console-sign-in-failures") {
+        // A wrong token spends one request of this address's allowance (the API's rate).
+        if let Err(wait) = hub.rate_check(&failures) {
             return Err(ConsoleError::RateLimited(wait.as_secs().max(1)));
         }
         return fresh_form(

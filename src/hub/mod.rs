@@ -10,7 +10,7 @@ mod runs_table;
 mod sharing;
 
 pub use feed::{FeedPage, MAX_FEED_LIMIT, SubscriptionStatus, TargetStatus};
-pub use publish::{PublishRejection, PublishReport, ReingestOutcome};
+pub use publish::{PublishRejection, PublishReport, QuarantineRowId, ReingestOutcome};
 pub use reports::ReportListing;
 pub use sharing::{CatalogView, Decision, ShareView};
 
@@ -85,6 +85,9 @@ pub struct Hub {
     tables: HashMap<String, AsyncMutex<DeltaTable>>,
     /// Held for a whole run, so one pipeline never runs twice at once.
     run_locks: HashMap<String, AsyncMutex<()>>,
+    /// Held from a re-ingest's "not resolved yet" check to its resolution, so two submits
+    /// of one fix cannot both store it.
+    reingest_lock: AsyncMutex<()>,
     shutting_down: AtomicBool,
     active_runs: AtomicUsize,
     idle: Notify,
@@ -210,6 +213,7 @@ impl Hub {
             metrics: Metrics::new(),
             tables,
             run_locks,
+            reingest_lock: AsyncMutex::new(()),
             shutting_down: AtomicBool::new(false),
             active_runs: AtomicUsize::new(0),
             idle: Notify::new(),

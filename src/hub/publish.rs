@@ -255,16 +255,16 @@ impl Hub {
     }
 
     /// Stores a quarantined record again after someone fixed its raw text (the console's
-    /// re-ingest), through the same normalizer, checks and commit as a publish. When it is
-    /// accepted, the quarantine row (dataset, run, location) is marked resolved in the state
-    /// store; when it is still refused, nothing is marked and the new reasons come back (the
-    /// attempt is quarantined too, as every reject is). Admins and the dataset's publishers.
+    /// re-ingest), through the same normalizer, checks and commit as a publish. The record is
+    /// known by (dataset, run, source, location). When it is accepted, that quarantine row is
+    /// marked resolved in the state store; when it is still refused, nothing is marked and the
+    /// new reasons come back (the attempt is quarantined too, as every reject is). Admins and
+    /// the dataset's publishers.
     pub async fn reingest(
         &self,
         consumer: &Consumer,
         dataset: &str,
-        run_id: &str,
-        location: &str,
+        row: &QuarantineRowId<'_>,
         fixed: &str,
     ) -> Result<ReingestOutcome, HubError> {
         let visibility = self.visibility_of(consumer)?;
@@ -280,24 +280,6 @@ impl Hub {
                 "only the publishers of {dataset:?} and the managing office re-ingest its quarantine"
             )));
         }
-        let rows = self
-            .quarantine_for(consumer, dataset, self.engine.limits().max_rows)
-            .await?;
-        let original = quarantine_row(&rows, run_id, location)?.ok_or_else(|| {
-            HubError::NotFound(format!(
-                "no quarantined record of {dataset:?} at {location:?} in run {run_id:?}"
-            ))
-        })?;
-        if self
-            .state
-            .quarantine_resolutions(dataset)?
-            .iter()
-            .any(|r| r.run_id == run_id && r.location == location)
-        {
-            return Err(HubError::Conflict(
-                "this quarantined record was already stored again".into(),
-            ));
-        }
         let value: Value = serde_json::from_str(fixed).map_err(|e| HubError::BadRequest {
             field: "raw".into(),
             message: format!("the record is not valid JSON: {e}"),
@@ -308,21 +290,46 @@ impl Hub {
                 message: "the record must be one JSON object".into(),
             });
         };
-        // A record that came from a text source (CSV, a workbook) was quarantined as an object
-        // of strings; it goes back as text, so each field is typed by its column as the
-        // source's rows are. Anything else is a JSON record, as a JSON source sends it.
-        let all_text = |m: &Map<String, Value>| m.values().all(Value::is_string);
-        let was_text = serde_json::from_str::<Value>(&original)
-            .ok()
-            .and_then(|v| v.as_object().map(all_text))
-            .unwrap_or(false);
-        let payload = if was_text && all_text(&fields) {
-            Payload::Text(fields)
+        let rows = self
+            .quarantine_for(consumer, dataset, self.engine.limits().max_rows)
+            .await?;
+        if !quarantine_row_exists(&rows, row)? {
+            return Err(HubError::NotFound(format!(
+                "no quarantined record of {dataset:?} at {:?} of {:?} in run {:?}",
+                row.location, row.source, row.run_id
+            )));
+        }
+        // From the check to the resolution, one re-ingest at a time: a double submit must not
+        // store the record twice.
+        let _one_at_a_time = self.reingest_lock.lock().await;
+        if self
+            .state
+            .quarantine_resolutions(dataset)?
+            .iter()
+            .any(|r| r.run_id == row.run_id && r.source == row.source && r.location == row.location)
+        {
+            return Err(HubError::Conflict(
+                "this quarantined record was already stored again".into(),
+            ));
+        }
+        // A record of a text source (CSV) goes back as text, so each field is typed by its
+        // column as the source's rows are, with an empty cell meaning no value, as the CSV
+        // reader has it. Anything else goes back as the JSON record it is.
+        let payload = if pipeline.source.yields_text() {
+            let cells = fields
+                .into_iter()
+                .filter(|(_, v)| !matches!(v, Value::String(s) if s.is_empty()))
+                .map(|(k, v)| match v {
+                    Value::String(s) => (k, Value::String(s)),
+                    other => (k, Value::String(other.to_string())),
+                })
+                .collect();
+            Payload::Text(cells)
         } else {
             Payload::Json(Value::Object(fields))
         };
-        let publish_id = format!("publish-{}", uuid::Uuid::new_v4());
-        let source: Arc<str> = format!("publish:{}", consumer.id).into();
+        let publish_id = format!("reingest-{}", uuid::Uuid::new_v4());
+        let source: Arc<str> = format!("reingest:{}:{}", consumer.id, row.source).into();
         let report = self
             .publish_records(
                 &pipeline,
@@ -332,20 +339,22 @@ impl Hub {
                 fixed.len() as u64,
             )
             .await?;
+        let stored = report.accepted == 1 && report.rejected.is_empty();
         self.audit(
             Some(&consumer.id),
             "quarantine_reingest",
             Some(&pipeline.name),
-            json!({"publish_id": publish_id, "accepted": report.accepted, "rejected": report.rejected.len(), "bytes": fixed.len(), "run_id": run_id, "location": location}),
-            "ok",
+            json!({"publish_id": publish_id, "accepted": report.accepted, "rejected": report.rejected.len(),
+                   "bytes": fixed.len(), "run_id": row.run_id, "source": row.source, "location": row.location}),
+            if stored { "ok" } else { "refused" },
         );
-        let stored = report.accepted == 1 && report.rejected.is_empty();
         if stored {
             self.state
                 .resolve_quarantined(&crate::state::QuarantineResolution {
                     dataset: dataset.to_string(),
-                    run_id: run_id.to_string(),
-                    location: location.to_string(),
+                    run_id: row.run_id.to_string(),
+                    source: row.source.to_string(),
+                    location: row.location.to_string(),
                     resolved_at: self.clock.now(),
                     resolved_by: consumer.id.clone(),
                     publish_id: publish_id.clone(),
@@ -359,6 +368,15 @@ impl Hub {
     }
 }
 
+/// Which quarantine row: the run that refused it, the file or URL it came from, and where in
+/// that source it was.
+#[derive(Debug, Clone, Copy)]
+pub struct QuarantineRowId<'a> {
+    pub run_id: &'a str,
+    pub source: &'a str,
+    pub location: &'a str,
+}
+
 /// What a re-ingest did: `stored` when the fixed record was accepted (and the quarantine
 /// row marked resolved); otherwise `report.rejected` says why.
 #[derive(Debug, Serialize)]
@@ -368,21 +386,18 @@ pub struct ReingestOutcome {
     pub publish_id: String,
 }
 
-/// The raw text of the quarantine row at `run_id`/`location` in `rows` (the columns of
-/// `Hub::quarantine_for`).
-fn quarantine_row(
+/// Whether `rows` (the columns of `Hub::quarantine_for`: dataset, run_id, source, location,
+/// ...) hold the quarantine row `id`.
+fn quarantine_row_exists(
     rows: &crate::query::QueryResult,
-    run_id: &str,
-    location: &str,
-) -> Result<Option<String>, HubError> {
+    id: &QuarantineRowId<'_>,
+) -> Result<bool, HubError> {
     let table = crate::query::to_json(rows)
         .map_err(|e| HubError::Query(crate::query::QueryError::Internal(e.to_string())))?;
-    let found = table["rows"].as_array().and_then(|rows| {
-        rows.iter().find_map(|row| {
+    Ok(table["rows"].as_array().is_some_and(|rows| {
+        rows.iter().any(|row| {
             let cell = |i: usize| row.get(i).and_then(Value::as_str);
-            (cell(1) == Some(run_id) && cell(3) == Some(location))
-                .then(|| cell(4).unwrap_or_default().to_string())
+            cell(1) == Some(id.run_id) && cell(2) == Some(id.source) && cell(3) == Some(id.location)
         })
-    });
-    Ok(found)
+    }))
 }

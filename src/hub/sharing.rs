@@ -55,6 +55,11 @@ impl Hub {
         self.rate_limiter.check(consumer, Instant::now())
     }
 
+    /// Whether `key` has a request left, without spending it.
+    pub fn rate_peek(&self, key: &str) -> Result<(), Duration> {
+        self.rate_limiter.peek(key, Instant::now())
+    }
+
     /// Appends to the audit log; a failure to write it is logged loudly but does not stop
     /// the service (the log line says what could not be recorded).
     pub fn audit(

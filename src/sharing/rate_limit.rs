@@ -19,6 +19,24 @@ impl RateLimiter {
         }
     }
 
+    /// Whether `key`'s bucket holds a request now, without taking it (or how long until it
+    /// will).
+    pub fn peek(&self, key: &str, now: Instant) -> Result<(), Duration> {
+        let Ok(buckets) = self.buckets.lock() else {
+            return Ok(());
+        };
+        let Some((tokens, last)) = buckets.get(key) else {
+            return Ok(());
+        };
+        let elapsed = now.saturating_duration_since(*last).as_secs_f64();
+        let tokens = (tokens + elapsed * self.per_second).min(self.burst);
+        if tokens >= 1.0 {
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - tokens) / self.per_second))
+        }
+    }
+
     /// Takes one request from `key`'s bucket, or says how long until one is available.
     pub fn check(&self, key: &str, now: Instant) -> Result<(), Duration> {
         let Ok(mut buckets) = self.buckets.lock() else {

@@ -187,11 +187,14 @@ pub trait StateStore: Send + Sync {
 }
 
 /// A quarantined record that was fixed and stored again (the quarantine row itself, known by
-/// dataset, run and location, is never changed: the Delta table is append-only).
+/// dataset, run, source and location, is never changed: the Delta table is append-only). The
+/// source (file, URL) is part of the identity: one run reads several files, and `line 3` of
+/// one is not `line 3` of another.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct QuarantineResolution {
     pub dataset: String,
     pub run_id: String,
+    pub source: String,
     pub location: String,
     pub resolved_at: DateTime<Utc>,
     pub resolved_by: String,

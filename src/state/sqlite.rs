@@ -95,11 +95,12 @@ const MIGRATIONS: &[&str] = &[
     "CREATE TABLE quarantine_resolutions (
         dataset TEXT NOT NULL,
         run_id TEXT NOT NULL,
+        source TEXT NOT NULL,
         location TEXT NOT NULL,
         resolved_at TEXT NOT NULL,
         resolved_by TEXT NOT NULL,
         publish_id TEXT NOT NULL,
-        PRIMARY KEY (dataset, run_id, location)
+        PRIMARY KEY (dataset, run_id, source, location)
      );",
 ];
 
@@ -442,11 +443,12 @@ impl StateStore for SqliteStateStore {
         self.with(|c| {
             let inserted = c.execute(
                 "INSERT OR IGNORE INTO quarantine_resolutions
-                 (dataset, run_id, location, resolved_at, resolved_by, publish_id)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                 (dataset, run_id, source, location, resolved_at, resolved_by, publish_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![
                     resolution.dataset,
                     resolution.run_id,
+                    resolution.source,
                     resolution.location,
                     resolution.resolved_at.to_rfc3339(),
                     resolution.resolved_by,
@@ -463,7 +465,7 @@ impl StateStore for SqliteStateStore {
     ) -> Result<Vec<QuarantineResolution>, StateError> {
         self.with(|c| {
             let mut statement = c.prepare_cached(
-                "SELECT dataset, run_id, location, resolved_at, resolved_by, publish_id
+                "SELECT dataset, run_id, source, location, resolved_at, resolved_by, publish_id
                  FROM quarantine_resolutions WHERE dataset = ?1",
             )?;
             let rows = statement.query_map(params![dataset], |r| {
@@ -474,17 +476,19 @@ impl StateStore for SqliteStateStore {
                     r.get::<_, String>(3)?,
                     r.get::<_, String>(4)?,
                     r.get::<_, String>(5)?,
+                    r.get::<_, String>(6)?,
                 ))
             })?;
             let mut out = Vec::new();
             for row in rows {
-                let (dataset, run_id, location, at, resolved_by, publish_id) = row?;
+                let (dataset, run_id, source, location, at, resolved_by, publish_id) = row?;
                 let resolved_at = DateTime::parse_from_rfc3339(&at)
                     .map_err(|e| StateError::Corrupt(format!("resolved_at {at:?}: {e}")))?
                     .with_timezone(&Utc);
                 out.push(QuarantineResolution {
                     dataset,
                     run_id,
+                    source,
                     location,
                     resolved_at,
                     resolved_by,

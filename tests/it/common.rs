@@ -262,9 +262,12 @@ pub async fn serve(hub: Arc<Hub>) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
-        axum::serve(listener, iochub::http::router(hub))
-            .await
-            .unwrap();
+        axum::serve(
+            listener,
+            iochub::http::router(hub).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+        .unwrap();
     });
     addr
 }

@@ -363,13 +363,13 @@ async fn a_publisher_sees_what_its_visibility_allows() {
 }
 
 /// The hidden `run_id` and `location` of the first re-ingest form on a dataset page.
-fn reingest_fields(page: &str) -> (String, String) {
+fn reingest_fields(page: &str) -> (String, String, String) {
     let field = |name: &str| {
         let marker = format!("name=\"{name}\" value=\"");
         let start = page.find(&marker).expect(name) + marker.len();
         page[start..].split('"').next().unwrap().to_string()
     };
-    (field("run_id"), field("location"))
+    (field("run_id"), field("source"), field("location"))
 }
 
 #[tokio::test]
@@ -378,7 +378,7 @@ async fn reingest_stores_a_fixed_record_and_keeps_a_broken_one_quarantined() {
     let s = session(addr, PUBLISHER).await;
     let (_, _, page) = get(addr, &s, "/du-lieu/items").await;
     assert!(page.contains("Đang cách ly"));
-    let (run_id, location) = reingest_fields(&page);
+    let (run_id, source, location) = reingest_fields(&page);
     let csrf = csrf_of(&page);
     let path = "/du-lieu/items/nop-lai";
 
@@ -391,6 +391,7 @@ async fn reingest_stores_a_fixed_record_and_keeps_a_broken_one_quarantined() {
         &[
             ("csrf", &csrf),
             ("run_id", &run_id),
+            ("source", &source),
             ("location", &location),
             ("raw", broken),
         ],
@@ -418,6 +419,7 @@ async fn reingest_stores_a_fixed_record_and_keeps_a_broken_one_quarantined() {
         &[
             ("csrf", &csrf),
             ("run_id", &run_id),
+            ("source", &source),
             ("location", &location),
             ("raw", "{\"id\": "),
         ],
@@ -436,6 +438,7 @@ async fn reingest_stores_a_fixed_record_and_keeps_a_broken_one_quarantined() {
         &[
             ("csrf", &csrf),
             ("run_id", &run_id),
+            ("source", &source),
             ("location", &location),
             ("raw", fixed),
         ],
@@ -475,6 +478,7 @@ async fn reingest_stores_a_fixed_record_and_keeps_a_broken_one_quarantined() {
         &[
             ("csrf", &csrf),
             ("run_id", &run_id),
+            ("source", &source),
             ("location", &location),
             ("raw", fixed),
         ],
@@ -493,6 +497,7 @@ async fn reingest_stores_a_fixed_record_and_keeps_a_broken_one_quarantined() {
         &[
             ("csrf", &csrf_of(&agency_page)),
             ("run_id", &run_id),
+            ("source", &source),
             ("location", &location),
             ("raw", fixed),
         ],
@@ -700,4 +705,188 @@ async fn every_page_of_the_sample_hub_renders_with_its_vietnamese_heading() {
     let (status, _, body) = get(addr, &s, "/du-lieu/khong_co").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(body.contains("Không tìm thấy"), "{body}");
+}
+
+/// Signs in from a given local address (the whole of 127.0.0.0/8 is this machine).
+async fn sign_in_from(addr: SocketAddr, from: [u8; 4], token: &str) -> StatusCode {
+    let c = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .local_address(std::net::IpAddr::from(from))
+        .build()
+        .unwrap();
+    let page = c
+        .get(format!("http://{addr}/dang-nhap"))
+        .send()
+        .await
+        .unwrap();
+    let nonce = cookie_value(page.headers(), "iochub_signin").expect("sign-in cookie");
+    let body = page.text().await.unwrap();
+    c.post(format!("http://{addr}/dang-nhap"))
+        .header(header::COOKIE, format!("iochub_signin={nonce}"))
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(form(&[("csrf", &csrf_of(&body)), ("token", token)]))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+#[tokio::test]
+async fn guessing_tokens_is_bounded_per_address_and_does_not_lock_out_others() {
+    let t = TestHub::new();
+    t.append_config("\n[auth]\nrequests_per_minute = 1\nburst = 3\n");
+    let hub = t.open().await;
+    let addr = serve(hub.clone()).await;
+    let guesser = [127, 0, 0, 7];
+    for _ in 0..3 {
+        assert_eq!(
+            sign_in_from(addr, guesser, "guess").await,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    // The allowance is spent: the next try is refused before its token is tested, so even
+    // the right token does not get in from there (a guess that happens to be right is no
+    // use either).
+    assert_eq!(
+        sign_in_from(addr, guesser, "guess").await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        sign_in_from(addr, guesser, ADMIN).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // Another address signs in as usual.
+    assert_eq!(
+        sign_in_from(addr, [127, 0, 0, 8], ADMIN).await,
+        StatusCode::SEE_OTHER
+    );
+
+    // A sign-in body is read before anyone is known: a large one is refused unread.
+    let big = format!("csrf=x&token={}", "a".repeat(100 * 1024));
+    let r = client()
+        .post(format!("http://{addr}/dang-nhap"))
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.text().await.unwrap().contains("quá lớn"));
+}
+
+/// The quarantine rows of `dataset` as (run_id, source, location).
+async fn quarantined(hub: &Hub, dataset: &str) -> Vec<(String, String, String)> {
+    crate::common::rows(
+        hub,
+        &format!("SELECT run_id, source, location FROM quarantine WHERE dataset = '{dataset}' ORDER BY source"),
+    )
+    .await
+    .into_iter()
+    .map(|r| {
+        let text = |i: usize| r[i].as_str().unwrap().to_string();
+        (text(0), text(1), text(2))
+    })
+    .collect()
+}
+
+#[tokio::test]
+async fn reingest_knows_a_record_by_its_file_and_stores_a_fix_once_however_often_it_is_sent() {
+    let t = TestHub::new();
+    std::fs::create_dir_all(t.path().join("in_log")).unwrap();
+    // No key: every stored record is a new row, so a second store would be a duplicate.
+    t.write(
+        "pipelines/log.toml",
+        pipeline("log", "simple.schema.json", "\"pub\"").replace("key = [\"id\"]\n", ""),
+    );
+    // Two files of one run, each with a bad record on its line 2.
+    t.write(
+        "in_log/a.jsonl",
+        "{\"id\": \"a1\", \"n\": 1}\n{\"id\": \"a2\", \"n\": -1}\n",
+    );
+    t.write(
+        "in_log/b.jsonl",
+        "{\"id\": \"b1\", \"n\": 1}\n{\"id\": \"b2\", \"n\": -1}\n",
+    );
+    let hub = t.open().await;
+    hub.run("log", "test").await.unwrap();
+    let rows = quarantined(&hub, "log").await;
+    assert_eq!(rows.len(), 2);
+    assert_eq!(
+        rows[0].2, rows[1].2,
+        "the same location in both files: {rows:?}"
+    );
+    let publisher = hub.authenticate(PUBLISHER).unwrap();
+    let id = |i: usize| iochub::hub::QuarantineRowId {
+        run_id: &rows[i].0,
+        source: &rows[i].1,
+        location: &rows[i].2,
+    };
+
+    // The fix of a.jsonl's record, sent twice at once: stored once, the other is a conflict.
+    let a = id(0);
+    let (first, second) = tokio::join!(
+        hub.reingest(&publisher, "log", &a, "{\"id\": \"a2\", \"n\": 2}"),
+        hub.reingest(&publisher, "log", &a, "{\"id\": \"a2\", \"n\": 2}"),
+    );
+    let outcomes = [first, second];
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| o.as_ref().is_ok_and(|o| o.stored))
+            .count(),
+        1
+    );
+    assert!(
+        outcomes
+            .iter()
+            .any(|o| matches!(o, Err(iochub::hub::HubError::Conflict(_)))),
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        count(&hub, "SELECT count(*) FROM log WHERE id = 'a2'").await,
+        1
+    );
+
+    // Only a.jsonl's record is resolved: b.jsonl's, at the same line, is still open and can
+    // be fixed in turn.
+    let resolved = hub.quarantine_resolutions(&publisher, "log").unwrap();
+    assert_eq!(resolved.len(), 1);
+    assert_eq!(resolved[0].source, rows[0].1);
+    let b = hub
+        .reingest(&publisher, "log", &id(1), "{\"id\": \"b2\", \"n\": 5}")
+        .await
+        .unwrap();
+    assert!(b.stored);
+    assert_eq!(count(&hub, "SELECT n FROM log WHERE id = 'b2'").await, 5);
+}
+
+#[tokio::test]
+async fn a_csv_record_goes_back_as_text_cells_typed_by_column() {
+    let t = TestHub::new();
+    std::fs::create_dir_all(t.path().join("in_rows")).unwrap();
+    t.write(
+        "pipelines/rows.toml",
+        pipeline("rows", "simple.schema.json", "\"pub\"")
+            .replace("*.jsonl\"\nformat = \"jsonl\"", "*.csv\"\nformat = \"csv\""),
+    );
+    t.write(
+        "in_rows/a.csv",
+        "id,n,name,day\nr1,1,Một,2025-04-01\nr2,không,Hai,\n",
+    );
+    let hub = t.open().await;
+    hub.run("rows", "test").await.unwrap();
+    let rows = quarantined(&hub, "rows").await;
+    assert_eq!(rows.len(), 1, "the row whose n is not a number");
+    let publisher = hub.authenticate(PUBLISHER).unwrap();
+    let id = iochub::hub::QuarantineRowId {
+        run_id: &rows[0].0,
+        source: &rows[0].1,
+        location: &rows[0].2,
+    };
+    // As the clerk edits it: every cell text, the empty day still empty.
+    let fixed = "{\"id\": \"r2\", \"n\": \"2\", \"name\": \"Hai\", \"day\": \"\"}";
+    let outcome = hub.reingest(&publisher, "rows", &id, fixed).await.unwrap();
+    assert!(outcome.stored, "{:?}", outcome.report);
+    let stored = crate::common::rows(&hub, "SELECT n, day IS NULL FROM rows WHERE id = 'r2'").await;
+    assert_eq!(stored, [[serde_json::json!(2), serde_json::json!(true)]]);
 }
