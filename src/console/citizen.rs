@@ -93,12 +93,15 @@ impl UnitCounts {
 }
 
 /// On-time rate per unit as horizontal bars, each with its percentage written beside it.
-fn rate_chart(units: &[(&String, &UnitCounts)]) -> Markup {
+/// A handling unit as the stored reports name it: code and name.
+type UnitKey = (String, String);
+
+fn rate_chart(units: &[(&UnitKey, &UnitCounts)]) -> Markup {
     const W: f64 = 760.0;
     const LABEL: f64 = 300.0;
     const BAR: f64 = 360.0;
     const ROW: f64 = 30.0;
-    let rated: Vec<(&String, &UnitCounts, f64)> = units
+    let rated: Vec<(&UnitKey, &UnitCounts, f64)> = units
         .iter()
         .filter_map(|(code, u)| u.on_time_rate().map(|r| (*code, *u, r)))
         .collect();
@@ -154,16 +157,19 @@ pub async fn page(
         ),
     )
     .await?;
-    let mut units: BTreeMap<String, UnitCounts> = BTreeMap::new();
+    // By code and name: after the 2025 merger a new commune kept an old one's code (25363
+    // was Thị trấn Tân Phú and is Xã Đồng Phú), and the two must not be counted as one.
+    let mut units: BTreeMap<UnitKey, UnitCounts> = BTreeMap::new();
     for r in &counts.rows {
         let code = r.first().map(cell_text).unwrap_or_default();
-        let entry = units.entry(code).or_default();
-        entry.name = r.get(1).map(cell_text).unwrap_or_default();
+        let name = r.get(1).map(cell_text).unwrap_or_default();
+        let entry = units.entry((code, name.clone())).or_default();
+        entry.name = name;
         let status = r.get(2).map(cell_text).unwrap_or_default();
         *entry.by_status.entry(status).or_default() +=
             r.get(3).and_then(|v| v.as_i64()).unwrap_or(0);
     }
-    let mut ordered: Vec<(&String, &UnitCounts)> = units.iter().collect();
+    let mut ordered: Vec<(&UnitKey, &UnitCounts)> = units.iter().collect();
     ordered.sort_by(|a, b| a.1.name.cmp(&b.1.name));
     let (_, overdue) = query_rows(
         hub,
@@ -191,16 +197,31 @@ pub async fn page(
             .filter(|d| *d < day)
             .max()
     };
+    let overdue_of = |code: &str, name: &str| {
+        units
+            .get(&(code.to_string(), name.to_string()))
+            .map_or(0, |c| c.get("open_overdue"))
+    };
+    // Drawing older areas than the period's units: each former unit's area also carries the
+    // count of the unit it merged into on `day` (found by its name, which the successor
+    // lists among its aliases), so a successor's overdue reports are never shown as none.
+    let drawn_earlier = map_day.is_some_and(|d| d != day);
     let map_units: Vec<MapUnit<'_>> = map_day
         .map(|d| {
             units_config
                 .valid_on(d)
                 .filter_map(|u| {
+                    let successor = match units_config.from_text(&u.name, day, true) {
+                        crate::units::NameMatch::One(s) if drawn_earlier => {
+                            overdue_of(&s.code, &s.name)
+                        }
+                        _ => 0,
+                    };
                     u.area.as_ref().map(|area| MapUnit {
                         code: &u.code,
                         name: &u.name,
                         area,
-                        count: units.get(&u.code).map_or(0, |c| c.get("open_overdue")),
+                        count: overdue_of(&u.code, &u.name) + successor,
                     })
                 })
                 .collect()
@@ -253,15 +274,18 @@ pub async fn page(
                 (map::svg(&map_units, "Bản đồ các xã, thị trấn tô màu theo số phản ánh quá hạn"))
                 @if let Some(d) = map_day {
                     p.detail { "Ranh giới đơn vị hành chính ngày " (d.format("%d/%m/%Y")) " (sơ đồ gần đúng, không dùng cho mục đích pháp lý)." }
+                    @if drawn_earlier {
+                        p.detail { "Chưa có ranh giới của các đơn vị sau sắp xếp ngày 01/7/2025: mỗi đơn vị cũ được tô theo số phản ánh quá hạn của chính nó cộng với của đơn vị mới mà nó được sáp nhập vào." }
+                    }
                 }
                 ul.legend aria-label="Chú giải" {
                     @for n in [0, 1, 3] {
-                        @let (fill, label) = map::class_of(n);
+                        @let (fill, _) = map::class_of(n);
                         li {
                             svg.swatch xmlns="http://www.w3.org/2000/svg" width="18" height="18" aria-hidden="true" {
                                 rect width="18" height="18" fill=(fill) stroke="#33475b" {}
                             }
-                            " " (label) " phản ánh quá hạn"
+                            " " (map::legend_of(n))
                         }
                     }
                 }

@@ -17,6 +17,15 @@ pub struct MapUnit<'a> {
     pub count: i64,
 }
 
+/// The legend's line for a fill class (Vietnamese puts "trở lên" after the noun).
+pub fn legend_of(count: i64) -> &'static str {
+    match count {
+        c if c <= 0 => "Không có phản ánh quá hạn",
+        1..=2 => "1–2 phản ánh quá hạn",
+        _ => "Từ 3 phản ánh quá hạn trở lên",
+    }
+}
+
 /// The fill classes: none, some, many (the legend says which counts each means).
 pub fn class_of(count: i64) -> (&'static str, &'static str) {
     match count {

@@ -85,15 +85,29 @@ pub async fn page(State(console): State<Console>, viewer: Viewer) -> Result<Mark
     };
     // Overdue citizen reports as this consumer may see them (the view is absent for a reader
     // who cannot see the dataset, and then there is nothing to say).
-    let overdue = match query_rows(
-        hub,
-        consumer,
-        "SELECT assigned_unit_name, overdue FROM citizen_reports_overdue_by_unit ORDER BY overdue DESC, assigned_unit_name",
-    )
-    .await
-    {
-        Ok((_, rows)) => Some(rows.rows),
-        Err(_) => None,
+    // A reader who sees the reports but whose check failed (a timeout, say) is told so: an
+    // all-clear must never stand for "could not look".
+    let sees_reports = hub
+        .visibility_of(consumer)
+        .is_ok_and(|v| v.dataset("citizen_reports").is_some());
+    let mut overdue_unchecked = false;
+    let overdue = if sees_reports {
+        match query_rows(
+            hub,
+            consumer,
+            "SELECT assigned_unit_name, overdue FROM citizen_reports_overdue_by_unit ORDER BY overdue DESC, assigned_unit_name",
+        )
+        .await
+        {
+            Ok((_, rows)) => Some(rows.rows),
+            Err(e) => {
+                tracing::warn!(error = %e, "overview: the overdue check failed");
+                overdue_unchecked = true;
+                None
+            }
+        }
+    } else {
+        None
     };
     let overdue_total: i64 = overdue
         .iter()
@@ -124,7 +138,10 @@ pub async fn page(State(console): State<Console>, viewer: Viewer) -> Result<Mark
         div data-refresh="120" hidden {}
         section aria-labelledby="canh-bao" {
             h2 id="canh-bao" { "Cảnh báo" }
-            @if stale.is_empty() && parked.is_empty() && overdue_total == 0 && overdue_shares == 0 {
+            @if overdue_unchecked {
+                (layout::notice("error", "Không kiểm tra được phản ánh quá hạn lúc này (truy vấn lỗi hoặc quá thời gian); xem trang Phản ánh hiện trường."))
+            }
+            @if stale.is_empty() && parked.is_empty() && overdue_total == 0 && overdue_shares == 0 && !overdue_unchecked {
                 (layout::notice("ok", "Không có cảnh báo: dữ liệu đúng hạn, luồng chia sẻ hoạt động, không có phản ánh quá hạn."))
             } @else {
                 ul.alerts {

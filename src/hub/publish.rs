@@ -199,7 +199,11 @@ impl Hub {
         let mut normalized =
             tokio::task::spawn_blocking(move || normalizer.normalize(batch, &run_id, now))
                 .await
-                .map_err(|e| HubError::Forbidden(format!("internal error: {e}")))?;
+                .map_err(|e| {
+                    HubError::Query(crate::query::QueryError::Internal(format!(
+                        "validation stopped: {e}"
+                    )))
+                })?;
         crate::ingest::finish_normalized(self, pipeline, &mut normalized, now, publish_id, &source)
             .await
             .map_err(|e| HubError::BadRequest {

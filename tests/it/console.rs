@@ -890,3 +890,65 @@ async fn a_csv_record_goes_back_as_text_cells_typed_by_column() {
     let stored = crate::common::rows(&hub, "SELECT n, day IS NULL FROM rows WHERE id = 'r2'").await;
     assert_eq!(stored, [[serde_json::json!(2), serde_json::json!(true)]]);
 }
+
+#[tokio::test]
+async fn after_the_merger_the_map_and_table_count_the_new_communes_apart_from_the_old() {
+    let data = tempfile::tempdir().unwrap();
+    let (hub, token) = sample_hub(data.path()).await;
+    let publisher_token = hub
+        .config
+        .generated_tokens
+        .iter()
+        .find(|g| g.consumer == "phan_anh")
+        .map(|g| g.token.clone())
+        .or_else(|| std::env::var("IOCHUB_TOKEN_PHAN_ANH").ok())
+        .expect("the feedback app's token");
+    let publisher = hub.authenticate(&publisher_token).unwrap();
+    // Two reports of July 2025, after the merger, that name the new Xã Đồng Phú (which kept
+    // Thị trấn Tân Phú's code 25363 and took in Xã Tân Tiến and Xã Tân Lập). Never answered.
+    let report = |id: &str| {
+        serde_json::json!({
+            "service_request_id": id,
+            "jurisdiction_id": "dongphu.binhphuoc",
+            "service_code": "XRAC",
+            "service_name": "Xả rác",
+            "description": "Rác thải sinh hoạt đổ trộm ven đường nhiều ngày chưa được thu gom.",
+            "status": "open",
+            "x_status_detail": "moi_tiep_nhan",
+            "service_notice": "Thời hạn xử lý, trả lời: 03 ngày làm việc.",
+            "requested_datetime": "2025-07-10T09:00:00+07:00",
+            "address": "ấp 2, xã Đồng Phú",
+            "x_reported_commune": "Xã Đồng Phú",
+            "x_channel": "binh_phuoc_today_app",
+            "x_language": "vi",
+            "x_submitter": {"full_name": "Trần Văn Bình", "address": "ấp 2, xã Đồng Phú", "phone": "0912345679"}
+        })
+    };
+    let body = serde_json::json!([report("BPT-2025-JUL001"), report("BPT-2025-JUL002")]);
+    let published = hub
+        .publish(
+            &publisher,
+            "citizen_reports",
+            "application/json",
+            body.to_string().as_bytes(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(published.accepted, 2, "{published:?}");
+    let addr = serve(hub).await;
+    let s = session(addr, &token).await;
+    let (status, _, page) = get(addr, &s, "/phan-anh?tu=2025-07-01&den=2025-07-31").await;
+    assert_eq!(status, StatusCode::OK);
+    // The table names the new commune with its own counts.
+    assert!(
+        page.contains("<th scope=\"row\">Xã Đồng Phú</th>"),
+        "{page}"
+    );
+    // No areas are known after the merger: the former units are drawn, each carrying the
+    // count of the commune it merged into, Xã Tân Tiến (25393) included although its code
+    // is not the new commune's.
+    assert!(page.contains("data-code=\"25363\">2<"), "{page}");
+    assert!(page.contains("data-code=\"25393\">2<"), "{page}");
+    assert!(page.contains("đơn vị mới mà nó được sáp nhập vào"));
+    assert!(page.contains("Từ 3 phản ánh quá hạn trở lên"));
+}
