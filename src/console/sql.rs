@@ -133,7 +133,7 @@ pub async fn csv(
     viewer.check_csrf(&headers, &form)?;
     let sql = form.required("sql", "Câu lệnh SQL")?;
     let (result, _) = query_rows(&console.hub, &viewer.consumer, sql).await?;
-    let body = crate::query::to_csv(&result).map_err(|e| ConsoleError::Internal(e.to_string()))?;
+    let body = spreadsheet_csv(&result)?;
     Ok((
         [
             (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
@@ -149,4 +149,46 @@ pub async fn csv(
         body,
     )
         .into_response())
+}
+
+/// The API's CSV made safe to open in a spreadsheet: a byte-order mark (so Excel reads the
+/// Vietnamese text as UTF-8), and text cells that a spreadsheet would run as a formula
+/// (citizens' and departments' text) prefixed with `'`. Numbers are left as they are.
+fn spreadsheet_csv(result: &crate::query::QueryResult) -> Result<Vec<u8>, ConsoleError> {
+    use arrow::datatypes::DataType;
+    let internal = |e: &dyn std::fmt::Display| ConsoleError::Internal(e.to_string());
+    let plain = crate::query::to_csv(result).map_err(|e| internal(&e))?;
+    let text_column: Vec<bool> = result
+        .schema
+        .fields()
+        .iter()
+        .map(|f| {
+            matches!(
+                f.data_type(),
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+            )
+        })
+        .collect();
+    let mut out = crate::report::tabular::BOM.to_vec();
+    {
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .from_reader(plain.as_slice());
+        let mut writer = csv::WriterBuilder::new()
+            .terminator(csv::Terminator::Any(b'\n'))
+            .from_writer(&mut out);
+        for (line, record) in reader.records().enumerate() {
+            let record = record.map_err(|e| internal(&e))?;
+            let cells = record.iter().enumerate().map(|(i, cell)| {
+                if line > 0 && text_column.get(i).copied().unwrap_or(false) {
+                    crate::report::tabular::defused(cell)
+                } else {
+                    cell.to_string()
+                }
+            });
+            writer.write_record(cells).map_err(|e| internal(&e))?;
+        }
+        writer.flush().map_err(|e| internal(&e))?;
+    }
+    Ok(out)
 }

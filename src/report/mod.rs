@@ -8,7 +8,7 @@ mod html;
 pub mod number;
 mod period;
 mod store;
-mod tabular;
+pub(crate) mod tabular;
 
 use std::collections::BTreeMap;
 

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::{ColumnFormat, ReportDocument, ReportError, display, time_zone};
 
-const BOM: &[u8] = b"\xEF\xBB\xBF";
+pub(crate) const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// Layout: the report title and period on the first lines; then for each section a line
 /// with its number and title, a header line of column labels, its rows, and an empty line.
@@ -51,7 +51,7 @@ fn raw(value: &Value) -> String {
 
 /// Text from departments that a spreadsheet would run as a formula (`=cmd|...`, `+`, `-`,
 /// `@`, a tab or carriage return first) gets a leading `'`, which Excel shows as text.
-fn defused(text: &str) -> String {
+pub(crate) fn defused(text: &str) -> String {
     match text.chars().next() {
         Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{text}"),
         _ => text.to_string(),

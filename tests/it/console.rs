@@ -508,7 +508,7 @@ async fn reingest_stores_a_fixed_record_and_keeps_a_broken_one_quarantined() {
 }
 
 #[tokio::test]
-async fn csv_download_equals_the_sql_answer() {
+async fn csv_download_is_the_sql_answer_made_safe_for_spreadsheets() {
     let (_t, _hub, addr) = console_hub().await;
     let s = session(addr, ADMIN).await;
     let (_, _, page) = get(addr, &s, "/sql").await;
@@ -534,8 +534,25 @@ async fn csv_download_equals_the_sql_answer() {
         .text()
         .await
         .unwrap();
-    assert_eq!(csv, api);
+    // The API's CSV, with a byte-order mark for spreadsheets.
+    assert_eq!(csv.strip_prefix('\u{feff}'), Some(api.as_str()));
     assert!(csv.contains("a1,1,Mục một"), "{csv}");
+    // Text a spreadsheet would run as a formula is made text; numbers stay numbers.
+    let formulas = "SELECT '=HYPERLINK(\"http://x\")' AS a, '-2+3' AS b, -2 AS n";
+    let (_, _, csv) = post(
+        addr,
+        &s,
+        "/sql/csv",
+        &[("csrf", &csrf), ("sql", formulas)],
+        None,
+    )
+    .await;
+    let lines: Vec<&str> = csv.trim_start_matches('\u{feff}').lines().collect();
+    assert_eq!(
+        lines,
+        ["a,b,n", "\"'=HYPERLINK(\"\"http://x\"\")\",'-2+3,-2"],
+        "{csv}"
+    );
     // The page shows the same rows as a table; a failing query is explained on the page.
     let (status, _, html) = post(addr, &s, "/sql", &[("csrf", &csrf), ("sql", sql)], None).await;
     assert_eq!(status, StatusCode::OK);
