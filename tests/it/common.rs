@@ -287,3 +287,24 @@ pub async fn rows(hub: &Hub, sql: &str) -> Vec<Vec<Value>> {
 pub async fn count(hub: &Hub, sql: &str) -> i64 {
     rows(hub, sql).await[0][0].as_i64().unwrap()
 }
+
+/// A citizen report as the feedback app sends it: open, never answered, in category XRAC,
+/// sent at `requested` (RFC 3339) from the commune named `commune` (no coordinates).
+pub fn citizen_report(id: &str, requested: &str, commune: &str) -> Value {
+    serde_json::json!({
+        "service_request_id": id,
+        "jurisdiction_id": "dongphu.binhphuoc",
+        "service_code": "XRAC",
+        "service_name": "Xả rác",
+        "description": "Rác thải sinh hoạt đổ trộm ven đường nhiều ngày chưa được thu gom.",
+        "status": "open",
+        "x_status_detail": "moi_tiep_nhan",
+        "service_notice": "Thời hạn xử lý, trả lời: 03 ngày làm việc.",
+        "requested_datetime": requested,
+        "address": format!("ấp 3, {commune}"),
+        "x_reported_commune": commune,
+        "x_channel": "binh_phuoc_today_app",
+        "x_language": "vi",
+        "x_submitter": {"full_name": "Trần Văn Bình", "address": format!("ấp 3, {commune}"), "phone": "0912345679"}
+    })
+}

@@ -55,7 +55,11 @@ fn form(pairs: &[(&str, &str)]) -> String {
 
 /// Signs in with `token`: the sign-in response (a redirect with the cookie, or the form again).
 async fn sign_in_response(addr: SocketAddr, token: &str) -> reqwest::Response {
-    let c = client();
+    sign_in_with(&client(), addr, token).await
+}
+
+/// Signs in with `token` through client `c` (its cookies are not kept).
+async fn sign_in_with(c: &reqwest::Client, addr: SocketAddr, token: &str) -> reqwest::Response {
     let page = c
         .get(format!("http://{addr}/dang-nhap"))
         .send()
@@ -731,21 +735,7 @@ async fn sign_in_from(addr: SocketAddr, from: [u8; 4], token: &str) -> StatusCod
         .local_address(std::net::IpAddr::from(from))
         .build()
         .unwrap();
-    let page = c
-        .get(format!("http://{addr}/dang-nhap"))
-        .send()
-        .await
-        .unwrap();
-    let nonce = cookie_value(page.headers(), "iochub_signin").expect("sign-in cookie");
-    let body = page.text().await.unwrap();
-    c.post(format!("http://{addr}/dang-nhap"))
-        .header(header::COOKIE, format!("iochub_signin={nonce}"))
-        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-        .body(form(&[("csrf", &csrf_of(&body)), ("token", token)]))
-        .send()
-        .await
-        .unwrap()
-        .status()
+    sign_in_with(&c, addr, token).await.status()
 }
 
 #[tokio::test]
@@ -923,24 +913,8 @@ async fn after_the_merger_the_map_and_table_count_the_new_communes_apart_from_th
     let publisher = hub.authenticate(&publisher_token).unwrap();
     // Two reports of July 2025, after the merger, that name the new Xã Đồng Phú (which kept
     // Thị trấn Tân Phú's code 25363 and took in Xã Tân Tiến and Xã Tân Lập). Never answered.
-    let report = |id: &str| {
-        serde_json::json!({
-            "service_request_id": id,
-            "jurisdiction_id": "dongphu.binhphuoc",
-            "service_code": "XRAC",
-            "service_name": "Xả rác",
-            "description": "Rác thải sinh hoạt đổ trộm ven đường nhiều ngày chưa được thu gom.",
-            "status": "open",
-            "x_status_detail": "moi_tiep_nhan",
-            "service_notice": "Thời hạn xử lý, trả lời: 03 ngày làm việc.",
-            "requested_datetime": "2025-07-10T09:00:00+07:00",
-            "address": "ấp 2, xã Đồng Phú",
-            "x_reported_commune": "Xã Đồng Phú",
-            "x_channel": "binh_phuoc_today_app",
-            "x_language": "vi",
-            "x_submitter": {"full_name": "Trần Văn Bình", "address": "ấp 2, xã Đồng Phú", "phone": "0912345679"}
-        })
-    };
+    let report =
+        |id: &str| crate::common::citizen_report(id, "2025-07-10T09:00:00+07:00", "Xã Đồng Phú");
     let body = serde_json::json!([report("BPT-2025-JUL001"), report("BPT-2025-JUL002")]);
     let published = hub
         .publish(

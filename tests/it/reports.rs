@@ -565,21 +565,11 @@ async fn reports_over_http_are_for_the_office_and_the_province_and_escape_depart
 
 /// A citizen report of April 2025 that reaches the hub after the month was reported.
 fn late_april_report() -> Value {
-    json!([{
-        "service_request_id": "BPT-2025-LATE01",
-        "jurisdiction_id": "dongphu.binhphuoc",
-        "service_code": "XRAC",
-        "service_name": "Xả rác",
-        "description": "Rác thải sinh hoạt đổ trộm ven đường nhiều ngày chưa được thu gom.",
-        "status": "open",
-        "x_status_detail": "moi_tiep_nhan",
-        "service_notice": "Thời hạn xử lý, trả lời: 03 ngày làm việc.",
-        "requested_datetime": "2025-04-21T09:00:00+07:00",
-        "address": "ấp 3, xã Tân Lập",
-        "x_channel": "binh_phuoc_today_app",
-        "x_language": "vi",
-        "x_submitter": {"full_name": "Trần Văn Bình", "address": "ấp 3, xã Tân Lập", "phone": "0912345679"}
-    }])
+    json!([crate::common::citizen_report(
+        "BPT-2025-LATE01",
+        "2025-04-21T09:00:00+07:00",
+        "Xã Tân Lập"
+    )])
 }
 
 /// The published records of the provincial IOC's report share, as (period, revision, document).
