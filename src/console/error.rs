@@ -77,11 +77,7 @@ impl ConsoleError {
                 Some(m.clone()),
             ),
             ConsoleError::BadRequest(m) => (StatusCode::BAD_REQUEST, m.clone(), None),
-            ConsoleError::Internal(_) => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Máy chủ gặp lỗi; vui lòng thử lại sau hoặc báo cho quản trị viên.".into(),
-                detail,
-            ),
+            ConsoleError::Internal(_) => self.server_fault(),
             ConsoleError::RateLimited(s) => (
                 StatusCode::TOO_MANY_REQUESTS,
                 format!("Bạn đã gửi quá nhiều yêu cầu; vui lòng thử lại sau {s} giây."),
@@ -128,13 +124,21 @@ impl ConsoleError {
                     "Hệ thống đang dừng để bảo trì; vui lòng thử lại sau ít phút.".into(),
                     None,
                 ),
-                _ => (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "Máy chủ gặp lỗi; vui lòng thử lại sau hoặc báo cho quản trị viên.".into(),
-                    detail,
-                ),
+                _ => self.server_fault(),
             },
         }
+    }
+
+    /// A fault of the server (storage, state store, a bug): its text may name files and
+    /// internals, so it goes to the log under a reference the page shows, not to the page.
+    fn server_fault(&self) -> (StatusCode, String, Option<String>) {
+        let reference = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
+        tracing::error!(reference = %reference, error = %self, "console request failed");
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Máy chủ gặp lỗi; vui lòng thử lại sau hoặc báo cho quản trị viên.".into(),
+            Some(format!("mã tham chiếu trong nhật ký máy chủ: {reference}")),
+        )
     }
 }
 
@@ -170,5 +174,37 @@ impl IntoResponse for ConsoleError {
             response.headers_mut().insert(header::RETRY_AFTER, v);
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn page_of(error: ConsoleError) -> (StatusCode, String) {
+        let response = error.into_response();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .expect("a page");
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn a_server_fault_shows_a_reference_not_its_internals() {
+        let (status, page) = page_of(ConsoleError::Internal(
+            "cannot open /var/lib/iochub/state.sqlite".into(),
+        ))
+        .await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!page.contains("state.sqlite"), "{page}");
+        assert!(
+            page.contains("mã tham chiếu trong nhật ký máy chủ"),
+            "{page}"
+        );
+        // A mistake of the user's keeps its explanation.
+        let (status, page) = page_of(ConsoleError::BadRequest("Vui lòng nhập «SQL».".into())).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(page.contains("Vui lòng nhập «SQL»."));
     }
 }
