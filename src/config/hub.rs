@@ -289,6 +289,11 @@ pub struct HttpSection {
     /// Largest request body accepted (413 above it).
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
+    /// The console's address as browsers see it when a reverse proxy (TLS) sits in front,
+    /// `https://host[:port]`: forms posted from it pass the origin check even when the proxy
+    /// sends another `Host`.
+    #[serde(default)]
+    pub public_origin: Option<String>,
 }
 
 fn default_addr() -> SocketAddr {
@@ -303,6 +308,7 @@ impl Default for HttpSection {
         HttpSection {
             addr: default_addr(),
             max_body_bytes: default_max_body(),
+            public_origin: None,
         }
     }
 }

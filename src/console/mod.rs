@@ -150,6 +150,8 @@ async fn js() -> Response {
 pub struct Viewer {
     pub consumer: Consumer,
     pub session: Session,
+    /// `[http] public_origin`, for the origin check.
+    public_origin: Option<String>,
 }
 
 impl Viewer {
@@ -157,7 +159,9 @@ impl Viewer {
     /// that comes from another site.
     pub fn check_csrf(&self, headers: &HeaderMap, form: &Posted) -> Result<(), ConsoleError> {
         let given = form.get("csrf").unwrap_or_default();
-        if !session::origin_allowed(headers) || !session::same_token(given, &self.session.csrf) {
+        if !session::origin_allowed(headers, self.public_origin.as_deref())
+            || !session::same_token(given, &self.session.csrf)
+        {
             return Err(ConsoleError::Csrf);
         }
         Ok(())
@@ -191,7 +195,11 @@ impl FromRequestParts<Console> for Viewer {
             let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
             return Err(ConsoleError::RateLimited(seconds).into_response());
         }
-        Ok(Viewer { consumer, session })
+        Ok(Viewer {
+            consumer,
+            session,
+            public_origin: state.hub.config.file.http.public_origin.clone(),
+        })
     }
 }
 

@@ -144,17 +144,21 @@ pub fn clear_cookie(name: &str) -> String {
     format!("{name}=; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age=0")
 }
 
-/// Whether the request's `Origin`, when there is one, is this host: a form posted from another
-/// site is refused even if it somehow carried a token. No `Origin` is allowed (older browsers
-/// and same-origin GET-initiated navigations may omit it); the CSRF token still has to match.
-pub fn origin_allowed(headers: &HeaderMap) -> bool {
+/// Whether the request's `Origin`, when there is one, is this host (or the configured public
+/// origin, for a console behind a reverse proxy): a form posted from another site is refused
+/// even if it somehow carried a token. No `Origin` is allowed (older browsers and
+/// same-origin GET-initiated navigations may omit it); the CSRF token still has to match.
+pub fn origin_allowed(headers: &HeaderMap, public_origin: Option<&str>) -> bool {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return true;
     };
-    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+    let Ok(origin) = origin.to_str() else {
         return false;
     };
-    let Ok(origin) = origin.to_str() else {
+    if public_origin.is_some_and(|p| p.trim_end_matches('/').eq_ignore_ascii_case(origin)) {
+        return true;
+    }
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
         return false;
     };
     // `null` (sandboxed frames, some redirects) has no authority and is refused.
@@ -191,19 +195,38 @@ mod tests {
     fn origin_must_be_this_host() {
         let mut h = HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_static("127.0.0.1:8080"));
-        assert!(origin_allowed(&h));
+        assert!(origin_allowed(&h, None));
         h.insert(
             header::ORIGIN,
             HeaderValue::from_static("http://127.0.0.1:8080"),
         );
-        assert!(origin_allowed(&h));
+        assert!(origin_allowed(&h, None));
         h.insert(
             header::ORIGIN,
             HeaderValue::from_static("http://evil.example"),
         );
-        assert!(!origin_allowed(&h));
+        assert!(!origin_allowed(&h, None));
         h.insert(header::ORIGIN, HeaderValue::from_static("null"));
-        assert!(!origin_allowed(&h));
+        assert!(!origin_allowed(&h, None));
+    }
+
+    #[test]
+    fn behind_a_proxy_the_public_origin_is_this_host() {
+        let mut h = HeaderMap::new();
+        // nginx's default: the upstream's address as Host.
+        h.insert(header::HOST, HeaderValue::from_static("127.0.0.1:8080"));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://ioc.dongphu.example.gov.vn"),
+        );
+        assert!(!origin_allowed(&h, None));
+        let public = Some("https://ioc.dongphu.example.gov.vn/");
+        assert!(origin_allowed(&h, public));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://evil.example"),
+        );
+        assert!(!origin_allowed(&h, public));
     }
 
     #[test]

@@ -21,10 +21,34 @@ use super::{Console, ConsoleError, Posted, Viewer};
 /// The sign-in form's double-submit value lives this long (time to type a token).
 const SIGNIN_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
 
-fn form_page(nonce: &str, problem: Option<&str>) -> Markup {
+/// Whether the browser reached us over plain HTTP at an address other than this machine's:
+/// it then drops the `Secure` session cookie and sign-in cannot work, so the page says why.
+fn insecure_remote(headers: &HeaderMap, public_origin: Option<&str>) -> bool {
+    if public_origin.is_some()
+        || headers
+            .get("x-forwarded-proto")
+            .is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"https"))
+    {
+        return false;
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    let name = host
+        .rsplit_once(':')
+        .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
+        .map_or(host, |(name, _)| name);
+    !(name == "localhost" || name.starts_with("127.") || name == "[::1]" || name.is_empty())
+}
+
+fn form_page(nonce: &str, problem: Option<&str>, insecure: bool) -> Markup {
     layout::bare(
         "Đăng nhập bảng điều khiển IOC",
         html! {
+            @if insecure {
+                (layout::notice("error", "Bảng điều khiển đang được mở qua HTTP không mã hóa: trình duyệt sẽ không giữ phiên đăng nhập. Hãy mở qua HTTPS (máy chủ trung gian có TLS, khai báo [http] public_origin), hoặc mở trên chính máy chủ tại http://127.0.0.1."))
+            }
             p { "Nhập mã truy cập (token) của đơn vị bạn. Mã do Trung tâm IOC cấp; mỗi đơn vị chỉ thấy dữ liệu mình được phép xem." }
             @if let Some(p) = problem {
                 (layout::notice("error", p))
@@ -45,6 +69,7 @@ fn form_page(nonce: &str, problem: Option<&str>) -> Markup {
 fn fresh_form(
     status: axum::http::StatusCode,
     problem: Option<&str>,
+    insecure: bool,
 ) -> Result<Response, ConsoleError> {
     let nonce = session::random_token()?;
     Ok((
@@ -53,7 +78,7 @@ fn fresh_form(
             header::SET_COOKIE,
             session::set_cookie(SIGNIN_COOKIE, &nonce, SIGNIN_TTL),
         )],
-        form_page(&nonce, problem),
+        form_page(&nonce, problem, insecure),
     )
         .into_response())
 }
@@ -68,7 +93,12 @@ pub async fn form(
     {
         return Ok(Redirect::to("/").into_response());
     }
-    fresh_form(axum::http::StatusCode::OK, None)
+    let public_origin = console.hub.config.file.http.public_origin.as_deref();
+    fresh_form(
+        axum::http::StatusCode::OK,
+        None,
+        insecure_remote(&headers, public_origin),
+    )
 }
 
 /// The allowance key of a sign-in's address (the peer's IP; one shared key when the server
@@ -88,7 +118,8 @@ pub async fn submit(
 ) -> Result<Response, ConsoleError> {
     let nonce = session::cookie(&headers, SIGNIN_COOKIE).unwrap_or_default();
     let given = form.get("csrf").unwrap_or_default();
-    if !session::origin_allowed(&headers) || !session::same_token(given, nonce) {
+    let public_origin = console.hub.config.file.http.public_origin.as_deref();
+    if !session::origin_allowed(&headers, public_origin) || !session::same_token(given, nonce) {
         return Err(ConsoleError::Csrf);
     }
     let token = form.get("token").unwrap_or_default().trim();
@@ -117,6 +148,7 @@ pub async fn submit(
             Some(
                 "Mã truy cập không đúng. Vui lòng kiểm tra lại (mã phân biệt chữ hoa, chữ thường).",
             ),
+            insecure_remote(&headers, public_origin),
         );
     };
     let session = console.sessions.start(&consumer.id)?;
@@ -160,4 +192,31 @@ pub async fn sign_out(
         Redirect::to("/dang-nhap"),
     )
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    fn host(value: &'static str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static(value));
+        h
+    }
+
+    #[test]
+    fn plain_http_to_another_machine_is_told_it_cannot_keep_a_session() {
+        assert!(!insecure_remote(&host("127.0.0.1:8080"), None));
+        assert!(!insecure_remote(&host("localhost:8080"), None));
+        assert!(insecure_remote(&host("10.0.0.5:8080"), None));
+        assert!(!insecure_remote(
+            &host("10.0.0.5:8080"),
+            Some("https://ioc.example")
+        ));
+        let mut proxied = host("ioc.example");
+        proxied.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        assert!(!insecure_remote(&proxied, None));
+    }
 }
