@@ -15,6 +15,27 @@ use datafusion::prelude::SessionContext;
 use crate::normalize::{INGESTED_AT, RUN_ID, SOURCE, timestamp_type};
 use crate::sharing::catalog::read_only;
 
+mod lineage;
+
+/// The transform's output columns that carry personal data (`personal`: the schema's `x-pii`
+/// properties) under a name masks do not cover, each with the personal columns it carries.
+pub fn unmasked_personal_outputs(
+    functions: &SessionContext,
+    input: SchemaRef,
+    sql: &str,
+    personal: &[String],
+) -> Result<Vec<(String, Vec<String>)>, String> {
+    let ctx = context(functions);
+    ctx.register_batch("input", RecordBatch::new_empty(input))
+        .map_err(|e| e.strip_backtrace())?;
+    let frame = futures::executor::block_on(ctx.sql_with_options(sql, read_only()))
+        .map_err(|e| e.strip_backtrace())?;
+    Ok(lineage::unmasked_personal_outputs(
+        frame.logical_plan(),
+        personal,
+    ))
+}
+
 /// The columns a transform produces from `input` (planned, not run).
 pub fn output_schema(
     functions: &SessionContext,

@@ -528,6 +528,28 @@ fn check_pipeline(
     let table_schema = match (&schema, &file.transform) {
         (Some(s), None) => Some(s.arrow.clone()),
         (Some(s), Some(sql)) => {
+            let personal: Vec<String> = s
+                .columns
+                .iter()
+                .filter(|c| c.pii)
+                .map(|c| c.name.clone())
+                .collect();
+            if let Ok(leaks) = crate::transform::unmasked_personal_outputs(
+                functions,
+                s.data_schema(),
+                sql,
+                &personal,
+            ) {
+                for (column, carried) in leaks {
+                    problems.push(source.problem(
+                        Some("transform"),
+                        format!(
+                            "transform: column {column:?} carries personal data ({}) under a name masks do not cover (they go by the schema's x-pii property names): keep the personal property's name, wrap it in a mask_* function, or leave it out",
+                            carried.join(", ")
+                        ),
+                    ));
+                }
+            }
             match crate::transform::output_schema(functions, s.data_schema(), sql) {
                 Ok(out) => Some(crate::transform::with_meta_fields(&out)),
                 Err(e) => {

@@ -175,3 +175,39 @@ fn token_new_prints_a_token_once_and_its_hash_for_the_config() {
     let (_, again) = iochub(&["token", "new", "so_yte"]);
     assert!(!again.contains(token), "a new token each time");
 }
+
+#[test]
+fn a_transform_may_not_carry_personal_data_past_its_mask() {
+    let t = TestHub::new();
+    t.write("schemas/people.schema.json", crate::common::PEOPLE_SCHEMA);
+    let transform = "WITH t AS (SELECT id, n, phone AS tel, name FROM input) \
+        SELECT id, n, tel AS contact, \
+               tel IS NOT NULL AS has_phone, \
+               mask_phone(tel) AS masked, \
+               CASE WHEN tel IS NULL THEN 'thiếu số điện thoại' END AS note, \
+               concat(name, ' ', tel) AS label, \
+               (SELECT max(phone) FROM input) AS any_phone, \
+               tel AS phone \
+        FROM t";
+    t.write(
+        "pipelines/people.toml",
+        format!(
+            "name = \"people\"\ntitle = \"P\"\nsector = \"test\"\nschema = \"../schemas/people.schema.json\"\n\
+             sharing = \"default\"\ntransform = \"{transform}\"\n\n[source]\nkind = \"file\"\npath = \"x.jsonl\"\nformat = \"jsonl\"\n"
+        ),
+    );
+    let (ok, out) = iochub(&["--config", t.config_path().to_str().unwrap(), "check"]);
+    assert!(!ok, "{out}");
+    let flagged: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("carries personal data"))
+        .filter_map(|l| l.split("column \"").nth(1)?.split('"').next())
+        .collect();
+    // The copy under another name, the text built from it and the subquery's answer; not
+    // the test, the mask, the CASE's own text, nor the copy under the personal name.
+    assert_eq!(flagged, ["contact", "label", "any_phone"], "{out}");
+    assert!(
+        out.contains("people.toml:6: transform: column \"contact\" carries personal data (phone)"),
+        "{out}"
+    );
+}
