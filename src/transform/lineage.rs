@@ -10,7 +10,7 @@
 
 use std::collections::BTreeSet;
 
-use datafusion::common::DFSchema;
+use datafusion::common::{DFSchema, ExprSchema};
 use datafusion::logical_expr::expr::{
     AggregateFunction, Alias, Case, Cast, ScalarFunction, TryCast,
 };
@@ -148,8 +148,14 @@ fn carried_by(
     from: &Lineage,
     personal: &[String],
 ) -> BTreeSet<String> {
-    // A true/false answer is not the data it was computed from.
-    if matches!(expr.get_type(schema), Ok(DataType::Boolean)) {
+    // A true/false answer computed from other data is not that data (`phone IS NOT NULL`).
+    // One computed from yes/no columns may be them (`NOT active`), so it is followed.
+    let reads_yes_no = expr.column_refs().iter().any(|c| {
+        schema
+            .field_from_column(c)
+            .is_ok_and(|f| f.data_type() == &DataType::Boolean)
+    });
+    if !reads_yes_no && matches!(expr.get_type(schema), Ok(DataType::Boolean)) {
         return BTreeSet::new();
     }
     let of_all = |exprs: &[&Expr]| -> BTreeSet<String> {

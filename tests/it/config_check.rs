@@ -179,14 +179,21 @@ fn token_new_prints_a_token_once_and_its_hash_for_the_config() {
 #[test]
 fn a_transform_may_not_carry_personal_data_past_its_mask() {
     let t = TestHub::new();
-    t.write("schemas/people.schema.json", crate::common::PEOPLE_SCHEMA);
-    let transform = "WITH t AS (SELECT id, n, phone AS tel, name FROM input) \
+    // `active` made personal too: a yes/no that is itself personal data.
+    let schema = crate::common::PEOPLE_SCHEMA.replace(
+        "\"active\": {\"type\": \"boolean\",",
+        "\"active\": {\"type\": \"boolean\", \"x-pii\": true,",
+    );
+    assert!(schema.contains("\"x-pii\": true,"));
+    t.write("schemas/people.schema.json", schema);
+    let transform = "WITH t AS (SELECT id, n, phone AS tel, name, active FROM input) \
         SELECT id, n, tel AS contact, \
                tel IS NOT NULL AS has_phone, \
                mask_phone(tel) AS masked, \
                CASE WHEN tel IS NULL THEN 'thiếu số điện thoại' END AS note, \
                concat(name, ' ', tel) AS label, \
                (SELECT max(phone) FROM input) AS any_phone, \
+               NOT active AS inactive, \
                tel AS phone \
         FROM t";
     t.write(
@@ -203,9 +210,14 @@ fn a_transform_may_not_carry_personal_data_past_its_mask() {
         .filter(|l| l.contains("carries personal data"))
         .filter_map(|l| l.split("column \"").nth(1)?.split('"').next())
         .collect();
-    // The copy under another name, the text built from it and the subquery's answer; not
-    // the test, the mask, the CASE's own text, nor the copy under the personal name.
-    assert_eq!(flagged, ["contact", "label", "any_phone"], "{out}");
+    // The copy under another name, the text built from it, the subquery's answer and the
+    // negated personal yes/no; not the test of the phone, the mask, the CASE's own text, nor
+    // the copy under the personal name.
+    assert_eq!(
+        flagged,
+        ["contact", "label", "any_phone", "inactive"],
+        "{out}"
+    );
     assert!(
         out.contains("people.toml:6: transform: column \"contact\" carries personal data (phone)"),
         "{out}"
