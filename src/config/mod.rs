@@ -118,6 +118,13 @@ pub struct Pipeline {
     pub query_schema: arrow::datatypes::SchemaRef,
 }
 
+impl Pipeline {
+    /// Records are sent in (`POST .../records`, the hub's own reports); nothing is pulled.
+    pub fn is_push(&self) -> bool {
+        matches!(self.source, SourceConfig::Push(_))
+    }
+}
+
 pub fn load(path: &Path, overrides: &Overrides) -> Result<HubConfig, ConfigErrors> {
     let mut problems = Vec::new();
     let text = match std::fs::read_to_string(path) {

@@ -262,7 +262,7 @@ fn check_publish_dataset(dataset: &str, pipelines: &[Arc<Pipeline>]) -> Result<(
         .iter()
         .find(|p| p.name == dataset)
         .ok_or_else(|| format!("publish_to: no dataset named {dataset:?}"))?;
-    if pipeline.source_kind != "push" {
+    if !pipeline.is_push() {
         return Err(format!(
             "publish_to: dataset {dataset:?} has a {:?} source; reports go to a dataset with `kind = \"push\"`",
             pipeline.source_kind

@@ -132,7 +132,11 @@ pub async fn csv(
 ) -> Result<Response, ConsoleError> {
     viewer.check_csrf(&headers, &form)?;
     let sql = form.required("sql", "Câu lệnh SQL")?;
-    let (result, _) = query_rows(&console.hub, &viewer.consumer, sql).await?;
+    // The rows go straight to CSV (no JSON cells for a page), audited like the page's query.
+    let result = console
+        .hub
+        .sql_as_with(&viewer.consumer, sql, &|_| Ok(()), "console")
+        .await?;
     let body = spreadsheet_csv(&result)?;
     Ok((
         [

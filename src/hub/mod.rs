@@ -286,7 +286,7 @@ impl Hub {
     pub async fn run_all(&self, trigger: &str) -> Vec<RunReport> {
         let mut reports = Vec::new();
         for pipeline in &self.config.pipelines {
-            if pipeline.source_kind == "push" {
+            if pipeline.is_push() {
                 continue;
             }
             if let Ok(r) = self.run(&pipeline.name, trigger).await {

@@ -202,17 +202,11 @@ impl Hub {
                 };
                 let (_, ended) = period.bounds(tz);
                 let recent = ended <= now && (now - ended).to_std().is_ok_and(|age| age < window);
-                if !recent || changed.contains(&period) {
-                    continue;
-                }
-                let Some(before) = self.report_store().load(name, &period)? else {
-                    continue;
-                };
-                if !before.complete {
+                if !listing.complete || !recent || changed.contains(&period) {
                     continue;
                 }
                 let after = self.generate_report(name, &period).await?;
-                if after.revision != before.revision {
+                if after.revision != listing.revision {
                     changed.push(period);
                 }
             }
