@@ -47,6 +47,10 @@ pub struct RawRecord {
 pub enum Payload {
     /// A JSON value as the source delivered it.
     Json(serde_json::Value),
+    /// One JSON value as text, not parsed yet (JSON lines): the hub parses it on its
+    /// normalize threads, typed by the dataset's schema in the same pass, instead of on the
+    /// connector's one reader thread. Invalid JSON is the hub's to report, with this text.
+    JsonText(String),
     /// A record whose fields all arrived as text (CSV, spreadsheets); the hub types each field
     /// by the dataset's schema. Absent (empty) cells are left out.
     Text(serde_json::Map<String, serde_json::Value>),

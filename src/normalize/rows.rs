@@ -15,7 +15,7 @@ use serde_json::Value;
 use super::schema::{Column, ColumnKind};
 
 /// One typed cell, checked before anything of its row is appended.
-enum Cell<'a> {
+pub(super) enum Cell<'a> {
     Null,
     Str(&'a str),
     Owned(String),
@@ -24,6 +24,22 @@ enum Cell<'a> {
     Bool(bool),
     Date(i32),
     Micros(i64),
+}
+
+impl Cell<'_> {
+    /// The same cell, owning its text.
+    pub(super) fn into_owned(self) -> Cell<'static> {
+        match self {
+            Cell::Null => Cell::Null,
+            Cell::Str(s) => Cell::Owned(s.to_string()),
+            Cell::Owned(s) => Cell::Owned(s),
+            Cell::Int(n) => Cell::Int(n),
+            Cell::Float(n) => Cell::Float(n),
+            Cell::Bool(v) => Cell::Bool(v),
+            Cell::Date(d) => Cell::Date(d),
+            Cell::Micros(t) => Cell::Micros(t),
+        }
+    }
 }
 
 enum Builder {
@@ -81,10 +97,10 @@ impl Builder {
     }
 }
 
-const UNIX_EPOCH_DAY: i32 = 719_163; // NaiveDate(1970-01-01).num_days_from_ce()
+pub(super) const UNIX_EPOCH_DAY: i32 = 719_163; // NaiveDate(1970-01-01).num_days_from_ce()
 
 /// Converts one value of a validated record; an error names what did not fit.
-fn cell<'a>(kind: ColumnKind, value: Option<&'a Value>) -> Result<Cell<'a>, String> {
+pub(super) fn cell<'a>(kind: ColumnKind, value: Option<&'a Value>) -> Result<Cell<'a>, String> {
     let Some(value) = value else {
         return Ok(Cell::Null);
     };
@@ -179,6 +195,16 @@ impl<'s> RowsBuilder<'s> {
         self.sources.append_value(source);
         self.rows += 1;
         Ok(())
+    }
+
+    /// Appends a row of cells already checked (the fast path's), one per column; leaves
+    /// `cells` empty.
+    pub fn push_cells(&mut self, cells: &mut Vec<Cell<'_>>, source: &str) {
+        for (builder, c) in self.builders.iter_mut().zip(cells.drain(..)) {
+            builder.append(c);
+        }
+        self.sources.append_value(source);
+        self.rows += 1;
     }
 
     /// The batch in `schema` (columns + `_ingested_at`, `_run_id`, `_source`).

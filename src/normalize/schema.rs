@@ -58,7 +58,7 @@ impl ColumnKind {
         }
     }
 
-    fn from_property(property: &Value) -> ColumnKind {
+    pub(super) fn from_property(property: &Value) -> ColumnKind {
         let types: Vec<&str> = match property.get("type") {
             Some(Value::String(t)) => vec![t.as_str()],
             Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).collect(),
@@ -118,6 +118,8 @@ pub struct DatasetSchema {
     pub path: PathBuf,
     pub title: String,
     pub validator: jsonschema::Validator,
+    /// The one-pass parse-and-check for JSON text records, when the schema allows one.
+    pub fast: Option<super::fast::FastPlan>,
     /// The properties that become columns, in the schema's order.
     pub columns: Vec<Column>,
     /// The stored table's Arrow schema: the columns, then `_ingested_at`, `_run_id`, `_source`.
@@ -129,6 +131,7 @@ impl std::fmt::Debug for DatasetSchema {
         f.debug_struct("DatasetSchema")
             .field("path", &self.path)
             .field("columns", &self.columns)
+            .field("fast", &self.fast.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -204,8 +207,10 @@ impl DatasetSchema {
         fields.push(Field::new(INGESTED_AT, timestamp_type(), false));
         fields.push(Field::new(RUN_ID, DataType::Utf8, false));
         fields.push(Field::new(SOURCE, DataType::Utf8, false));
+        let fast = super::fast::FastPlan::compile(document, &columns);
         Ok(DatasetSchema {
             path: path.to_path_buf(),
+            fast,
             title: document
                 .get("title")
                 .and_then(Value::as_str)

@@ -77,12 +77,20 @@ fn read_jsonl(
             continue;
         }
         let location = format!("line {number}");
-        let record = match serde_json::from_slice::<Value>(text) {
-            Ok(value) => RawRecord {
+        // Parsing is left to the hub (see `Payload::JsonText`); only text that is not UTF-8
+        // is judged here, since a `String` cannot hold it.
+        let record = match std::str::from_utf8(text) {
+            Ok(text) => RawRecord {
                 location,
-                payload: Payload::Json(value),
+                payload: Payload::JsonText(text.to_string()),
             },
-            Err(e) => unreadable(location, text, format!("not valid JSON: {e}")),
+            Err(_) => match serde_json::from_slice::<Value>(text) {
+                Ok(value) => RawRecord {
+                    location,
+                    payload: Payload::Json(value),
+                },
+                Err(e) => unreadable(location, text, format!("not valid JSON: {e}")),
+            },
         };
         if !out.push(record) {
             return Ok(());

@@ -84,6 +84,9 @@ pub async fn read(
                     locations.push(r.location);
                     records.push(match r.payload {
                         Payload::Json(v) => v,
+                        Payload::JsonText(t) => serde_json::from_str(&t).unwrap_or_else(
+                            |e| serde_json::json!({ "unreadable": format!("not valid JSON: {e}") }),
+                        ),
                         Payload::Text(m) => Value::Object(m),
                         Payload::Unreadable { error, .. } => {
                             serde_json::json!({ "unreadable": error })
