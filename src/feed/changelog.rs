@@ -25,13 +25,14 @@ use datafusion::prelude::{SessionContext, col, lit};
 use deltalake::DeltaTable;
 use deltalake::kernel::Transaction;
 use deltalake::kernel::transaction::CommitProperties;
-use deltalake::parquet::basic::{Compression, ZstdLevel};
-use deltalake::parquet::file::properties::WriterProperties;
-use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use deltalake::parquet::basic::Compression;
+use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
+use deltalake::parquet::schema::types::ColumnPath;
 use futures::StreamExt;
 use tokio::sync::{Mutex as AsyncMutex, watch};
 
 use crate::config::Pipeline;
+use crate::storage::parallel_writer::{self, ParallelWriter};
 use crate::storage::{StorageError, TableStore};
 
 /// The change's sequence number in its dataset.
@@ -54,6 +55,8 @@ const APP_ID: &str = "iochub:changes";
 
 /// Row groups small enough that reading one batch of the feed decodes little beyond it.
 const ROW_GROUP_ROWS: usize = 16_384;
+/// Tasks encoding a commit's log rows (the machines this runs on have two cores or more).
+const WRITERS: usize = 2;
 
 struct DatasetLog {
     schema: SchemaRef,
@@ -197,9 +200,9 @@ impl Changelog {
                 continue;
             };
             let mut last = *log.last_seq.borrow();
-            let mut writer = RecordBatchWriter::for_table(&table)
-                .map_err(|e| other(dataset, e))?
-                .with_writer_properties(writer_properties());
+            let mut writer =
+                ParallelWriter::new(&table, writer_properties(), WRITERS, ROW_GROUP_ROWS)
+                    .map_err(|e| other(dataset, e))?;
             let mut rows = 0usize;
             match commit {
                 DataCommit::Run(run_id) => {
@@ -235,6 +238,7 @@ impl Changelog {
                 }
                 DataCommit::Deleted(_) => {}
             }
+            let adds = writer.finish().await.map_err(|e| other(dataset, e))?;
             if rows == 0 {
                 continue;
             }
@@ -243,9 +247,7 @@ impl Changelog {
             let properties = CommitProperties::default()
                 .with_metadata(metadata)
                 .with_application_transaction(Transaction::new(APP_ID, version as i64));
-            let mut writer = writer.with_commit_properties(properties);
-            writer
-                .flush_and_commit(&mut table)
+            parallel_writer::commit(&mut table, adds, properties)
                 .await
                 .map_err(|e| other(dataset, e))?;
             let provider = self.store.provider(dataset, &table).await?;
@@ -285,7 +287,7 @@ struct Change {
 /// Streams the rows of `data` at `version` that match `filter` into `writer`, numbered
 /// from `after + 1`; returns how many.
 async fn append_changes(
-    writer: &mut RecordBatchWriter,
+    writer: &mut ParallelWriter,
     log: &DatasetLog,
     data: &DeltaTable,
     version: u64,
@@ -300,11 +302,19 @@ async fn append_changes(
             .await
             .map_err(|e| e.to_string())?;
     }
+    // Text as `Utf8`, the log's type, instead of views the rows would be cast back from
+    // (the scan takes this from the session it is built with).
+    let config = datafusion::prelude::SessionConfig::new().set_bool(
+        "datafusion.execution.parquet.schema_force_view_types",
+        false,
+    );
+    let ctx = SessionContext::new_with_config(config);
     let provider = at_version
         .table_provider()
+        .with_session(Arc::new(ctx.state()))
         .await
         .map_err(|e| e.to_string())?;
-    let mut stream = SessionContext::new()
+    let mut stream = ctx
         .read_table(provider)
         .and_then(|df| df.filter(filter))
         .map_err(|e| e.to_string())?
@@ -331,10 +341,15 @@ async fn append_changes(
     Ok(written)
 }
 
+/// Statistics only for `_seq`: the feed reads the log by sequence range and nothing prunes
+/// by the other columns, whose min/max cost a good part of the encoding. LZ4 rather than
+/// zstd: the log is written on every commit and read by the feed, never scanned by analysts.
 fn writer_properties() -> WriterProperties {
     WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .set_compression(Compression::LZ4_RAW)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_statistics_enabled(EnabledStatistics::None)
+        .set_column_statistics_enabled(ColumnPath::from(SEQ), EnabledStatistics::Page)
         .build()
 }
 

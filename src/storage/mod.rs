@@ -5,6 +5,7 @@
 //! are opened by URL through `object_store`; S3 needs deltalake's `s3` feature and a URL.
 
 mod dedupe;
+pub mod parallel_writer;
 pub mod quarantine;
 
 use std::collections::HashMap;
@@ -24,9 +25,9 @@ use deltalake::operations::write::SchemaMode;
 use deltalake::parquet::basic::{Compression, ZstdLevel};
 use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::protocol::SaveMode;
-use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::{DeltaTable, DeltaTableError};
 use futures::TryStreamExt;
+use parallel_writer::ParallelWriter;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -84,7 +85,7 @@ fn app_id(pipeline: &str) -> String {
 /// Rows of a run on their way into a table.
 pub enum RunWriter {
     Append {
-        writer: Box<RecordBatchWriter>,
+        writer: Box<ParallelWriter>,
         rows: usize,
     },
     Upsert(Vec<RecordBatch>),
@@ -116,6 +117,8 @@ fn writer_properties() -> WriterProperties {
 }
 
 const ROW_GROUP_ROWS: usize = 122_880;
+/// Tasks encoding an append run's Parquet (the machines this runs on have two cores or more).
+const WRITERS: usize = 2;
 
 #[derive(Debug, Clone, Default)]
 pub struct TableStats {
@@ -193,9 +196,8 @@ impl TableStore {
         if !key.is_empty() {
             return Ok(RunWriter::Upsert(Vec::new()));
         }
-        let writer = RecordBatchWriter::for_table(table)
-            .map_err(StorageError::delta(name))?
-            .with_writer_properties(writer_properties());
+        let writer = ParallelWriter::new(table, writer_properties(), WRITERS, ROW_GROUP_ROWS)
+            .map_err(StorageError::delta(name))?;
         Ok(RunWriter::Append {
             writer: Box::new(writer),
             rows: 0,
@@ -216,9 +218,8 @@ impl TableStore {
         let batches = match run {
             RunWriter::Append { rows: 0, .. } => return Ok(table),
             RunWriter::Append { writer, .. } => {
-                let mut writer = writer.with_commit_properties(props);
-                writer
-                    .flush_and_commit(&mut table)
+                let files = writer.finish().await.map_err(StorageError::delta(name))?;
+                parallel_writer::commit(&mut table, files, props)
                     .await
                     .map_err(StorageError::delta(name))?;
                 return Ok(table);
