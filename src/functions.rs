@@ -266,10 +266,14 @@ pub fn context(
     units: Arc<Units>,
     time_zone: Tz,
 ) -> datafusion::prelude::SessionContext {
+    // `reorder_filters`: cheap predicates first in a scan (a top-k's dynamic filter on a
+    // timestamp before a `LIKE` over text).
     let config = datafusion::prelude::SessionConfig::new()
         .with_information_schema(true)
-        .with_target_partitions(std::thread::available_parallelism().map_or(2, |n| n.get()));
+        .with_target_partitions(std::thread::available_parallelism().map_or(2, |n| n.get()))
+        .set_bool("datafusion.execution.parquet.reorder_filters", true);
     let mut ctx = datafusion::prelude::SessionContext::new_with_config(config);
+    ctx.add_optimizer_rule(crate::query::utc_interval::UtcIntervalAsDuration::rule());
     register_all(&mut ctx, calendar, units, time_zone);
     ctx
 }

@@ -11,6 +11,7 @@
 
 pub mod computed;
 mod format;
+pub mod utc_interval;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -121,10 +122,16 @@ impl QueryEngine {
 
     fn per_query_base(&self) -> Result<SessionContext, QueryError> {
         let memory_bytes = self.limits.memory_limit_mb * 1024 * 1024;
-        let runtime = RuntimeEnvBuilder::new()
+        let mut runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(memory_bytes, 1.0)
-            .build_arc()
+            .build()
             .map_err(|e| QueryError::Internal(e.to_string()))?;
+        // Each query gets its own memory pool (its limit), but the caches of Parquet
+        // footers and file listings are shared: re-reading them cost every query.
+        let shared = self.base.runtime_env();
+        runtime.cache_manager = shared.cache_manager.clone();
+        runtime.object_store_registry = shared.object_store_registry.clone();
+        let runtime = Arc::new(runtime);
         let state = SessionStateBuilder::new_from_existing(self.base.state())
             .with_runtime_env(runtime)
             .build();
