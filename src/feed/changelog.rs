@@ -55,8 +55,6 @@ const APP_ID: &str = "iochub:changes";
 
 /// Row groups small enough that reading one batch of the feed decodes little beyond it.
 const ROW_GROUP_ROWS: usize = 16_384;
-/// Tasks encoding a commit's log rows (the machines this runs on have two cores or more).
-const WRITERS: usize = 2;
 
 struct DatasetLog {
     schema: SchemaRef,
@@ -200,9 +198,13 @@ impl Changelog {
                 continue;
             };
             let mut last = *log.last_seq.borrow();
-            let mut writer =
-                ParallelWriter::new(&table, writer_properties(), WRITERS, ROW_GROUP_ROWS)
-                    .map_err(|e| other(dataset, e))?;
+            let mut writer = ParallelWriter::new(
+                &table,
+                writer_properties(),
+                parallel_writer::writers(),
+                ROW_GROUP_ROWS,
+            )
+            .map_err(|e| other(dataset, e))?;
             let mut rows = 0usize;
             match commit {
                 DataCommit::Run(run_id) => {

@@ -1,6 +1,7 @@
 //! The fast path for records that arrive as JSON text: the dataset's JSON Schema compiled
 //! into one pass that parses a record straight into typed cells, checking each value as it
-//! is read (types, `required`, enums, lengths, patterns, ranges, `date` / `date-time`).
+//! is read (types, `required`, enums, lengths, patterns, ranges, `date` / `date-time`, and
+//! objects whose fields are all simple, written back as the JSON text the full path stores).
 //!
 //! It exists because parsing into `serde_json::Value` and walking that tree with the full
 //! validator cost most of an ingest run (docs/PERFORMANCE.md). It keeps one rule: it may only
@@ -15,6 +16,7 @@
 //! schema with `$ref`, or top-level keywords beyond `properties` / `required` /
 //! `additionalProperties`, gets no fast plan at all.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 use chrono::{Datelike, NaiveDate};
@@ -61,8 +63,7 @@ const EXACT_F64: f64 = 9_007_199_254_740_992.0;
 /// The compiled pass for one dataset schema.
 pub struct FastPlan {
     columns: Vec<FastColumn>,
-    names: Vec<Box<str>>,
-    index: HashMap<Box<str>, usize>,
+    names: Names,
     required: Vec<usize>,
     /// `additionalProperties: false`: a key outside `properties` sends the record down the
     /// full path.
@@ -87,7 +88,7 @@ struct FastColumn {
 /// JSON text the full path stores (`Value::to_string()`: input order, serde_json's escaping
 /// and number format). A key outside `properties`, or one seen twice, is "not sure".
 struct ObjectPlan {
-    names: Vec<Box<str>>,
+    names: Names,
     fields: Vec<FastColumn>,
     required: Vec<usize>,
 }
@@ -134,7 +135,7 @@ impl ObjectPlan {
             }
         }
         Some(ObjectPlan {
-            names,
+            names: Names::new(names),
             fields,
             required,
         })
@@ -222,8 +223,7 @@ impl FastPlan {
             let property = properties.get(&column.name)?;
             plan_columns.push(FastColumn::compile(column.kind, property)?);
         }
-        let names: Vec<Box<str>> = columns.iter().map(|c| c.name.as_str().into()).collect();
-        let index = names.iter().cloned().zip(0..).collect();
+        let names = Names::new(columns.iter().map(|c| c.name.as_str().into()).collect());
         let mut required = Vec::new();
         if let Some(list) = top.get("required") {
             for name in list.as_array()? {
@@ -236,7 +236,6 @@ impl FastPlan {
         Some(FastPlan {
             columns: plan_columns,
             names,
-            index,
             required,
             closed,
         })
@@ -259,11 +258,24 @@ impl FastPlan {
         }
         self.required.iter().all(|&i| seen[i])
     }
+}
 
-    /// The column a key names; tries the column after the previous one first, since records
+/// Property names and where each is, for looking keys up.
+struct Names {
+    list: Vec<Box<str>>,
+    index: HashMap<Box<str>, usize>,
+}
+
+impl Names {
+    fn new(list: Vec<Box<str>>) -> Names {
+        let index = list.iter().cloned().zip(0..).collect();
+        Names { list, index }
+    }
+
+    /// Where `key` is; tries `expected` (the one after the previous key) first, since records
     /// usually list their fields in the schema's order.
-    fn column_of(&self, key: &str, expected: usize) -> Option<usize> {
-        if self.names.get(expected).is_some_and(|n| **n == *key) {
+    fn position(&self, key: &str, expected: usize) -> Option<usize> {
+        if self.list.get(expected).is_some_and(|n| **n == *key) {
             return Some(expected);
         }
         self.index.get(key).copied()
@@ -402,20 +414,29 @@ impl FastColumn {
             && n.exclusive_maximum.is_none_or(|m| f < m)
     }
 
-    /// A string value as a typed cell, or `None` ("not sure").
-    fn string_cell<'de>(&self, s: &str, borrowed: Option<&'de str>) -> Option<Cell<'de>> {
-        if !self.string_ok(s) {
-            return None;
-        }
+    /// A `date` / `date-time` column's text is a date / date-time.
+    fn text_parses(&self, s: &str) -> bool {
         match self.kind {
-            ColumnKind::Utf8 => Some(match borrowed {
-                Some(b) => Cell::Str(b),
-                None => Cell::Owned(s.to_string()),
-            }),
-            ColumnKind::Date => parse_date(s.as_bytes()).map(Cell::Date),
-            ColumnKind::Timestamp => parse_date_time(s.as_bytes()).map(Cell::Micros),
-            _ => None,
+            ColumnKind::Date => parse_date(s.as_bytes()).is_some(),
+            ColumnKind::Timestamp => parse_date_time(s.as_bytes()).is_some(),
+            _ => true,
         }
+    }
+
+    /// A checked scalar (`ScalarSeed` matched it to this column's kind) as this column's
+    /// cell; `None` when a date or date-time does not parse.
+    fn typed<'de>(&self, scalar: Scalar<'de>) -> Option<Cell<'de>> {
+        Some(match (scalar, self.kind) {
+            (Scalar::Null, _) => Cell::Null,
+            (Scalar::Bool(v), _) => Cell::Bool(v),
+            (Scalar::Int(v), ColumnKind::Int64) => Cell::Int(v),
+            (Scalar::Int(v), _) => Cell::Float(v as f64),
+            (Scalar::Float(v), _) => Cell::Float(v),
+            (Scalar::Str(s), ColumnKind::Date) => Cell::Date(parse_date(s.as_bytes())?),
+            (Scalar::Str(s), ColumnKind::Timestamp) => Cell::Micros(parse_date_time(s.as_bytes())?),
+            (Scalar::Str(Cow::Borrowed(s)), _) => Cell::Str(s),
+            (Scalar::Str(Cow::Owned(s)), _) => Cell::Owned(s),
+        })
     }
 }
 
@@ -572,7 +593,7 @@ impl<'de> Visitor<'de> for RecordSeed<'_, '_, 'de> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let mut expected = 0;
         while let Some(column) = map.next_key_seed(KeySeed {
-            plan: self.plan,
+            names: &self.plan.names,
             expected,
         })? {
             let Some(i) = column else {
@@ -594,9 +615,9 @@ impl<'de> Visitor<'de> for RecordSeed<'_, '_, 'de> {
     }
 }
 
-/// A key → its column (`None`: a key outside the schema).
+/// A key → its column or field (`None`: a key outside the schema).
 struct KeySeed<'p> {
-    plan: &'p FastPlan,
+    names: &'p Names,
     expected: usize,
 }
 
@@ -619,7 +640,7 @@ impl<'de> Visitor<'de> for KeySeed<'_> {
     }
 
     fn visit_str<E: de::Error>(self, key: &str) -> Result<Self::Value, E> {
-        Ok(self.plan.column_of(key, self.expected))
+        Ok(self.names.position(key, self.expected))
     }
 }
 
@@ -644,7 +665,8 @@ impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
                 let value = Value::deserialize(deserializer)?;
                 return Ok(json_cell(&value));
             }
-            return deserializer.deserialize_any(self);
+            let scalar = ScalarSeed(column).deserialize(deserializer)?;
+            return column.typed(scalar).ok_or_else(unsure);
         };
         let value = Value::deserialize(deserializer)?;
         if !residual.is_valid(&value) {
@@ -683,16 +705,31 @@ impl<'de> Visitor<'de> for ObjectVisitor<'_> {
         let mut seen = vec![false; plan.fields.len()];
         let mut text = Vec::with_capacity(128);
         text.push(b'{');
-        while let Some(i) = map.next_key_seed(FieldKey(&plan.names))? {
+        let mut expected = 0;
+        while let Some(found) = map.next_key_seed(KeySeed {
+            names: &plan.names,
+            expected,
+        })? {
+            // A key outside `properties` would have to be written back as it came.
+            let Some(i) = found else {
+                return Err(unsure());
+            };
             if std::mem::replace(&mut seen[i], true) {
                 return Err(unsure());
             }
+            expected = i + 1;
             if text.len() > 1 {
                 text.push(b',');
             }
-            serde_json::to_writer(&mut text, &*plan.names[i]).map_err(|_| unsure())?;
+            serde_json::to_writer(&mut text, &*plan.names.list[i]).map_err(|_| unsure())?;
             text.push(b':');
-            let value = map.next_value_seed(FieldSeed(&plan.fields[i]))?;
+            let field = &plan.fields[i];
+            let value = map.next_value_seed(ScalarSeed(field))?;
+            if let Scalar::Str(s) = &value
+                && !field.text_parses(s)
+            {
+                return Err(unsure());
+            }
             value.write(&mut text).map_err(|_| unsure())?;
         }
         text.push(b'}');
@@ -705,54 +742,34 @@ impl<'de> Visitor<'de> for ObjectVisitor<'_> {
     }
 }
 
-/// A key of an object column → its field (any other key: "not sure").
-struct FieldKey<'p>(&'p [Box<str>]);
-
-impl<'de> DeserializeSeed<'de> for FieldKey<'_> {
-    type Value = usize;
-
-    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<usize, D::Error> {
-        deserializer.deserialize_str(self)
-    }
-}
-
-impl<'de> Visitor<'de> for FieldKey<'_> {
-    type Value = usize;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a key")
-    }
-
-    fn visit_str<E: de::Error>(self, key: &str) -> Result<usize, E> {
-        self.0.iter().position(|n| **n == *key).ok_or_else(unsure)
-    }
-}
-
-/// One checked field of an object column, as it is written back.
-enum FieldValue<'de> {
+/// One checked scalar: the value of a simple column, or of an object column's field.
+enum Scalar<'de> {
     Null,
     Bool(bool),
     Int(i64),
     Float(f64),
-    Str(std::borrow::Cow<'de, str>),
+    Str(Cow<'de, str>),
 }
 
-impl FieldValue<'_> {
+impl Scalar<'_> {
+    /// As `Value::to_string()` writes it.
     fn write(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
         match self {
-            FieldValue::Null => serde_json::to_writer(out, &()),
-            FieldValue::Bool(v) => serde_json::to_writer(out, v),
-            FieldValue::Int(v) => serde_json::to_writer(out, v),
-            FieldValue::Float(v) => serde_json::to_writer(out, v),
-            FieldValue::Str(v) => serde_json::to_writer(out, &**v),
+            Scalar::Null => serde_json::to_writer(out, &()),
+            Scalar::Bool(v) => serde_json::to_writer(out, v),
+            Scalar::Int(v) => serde_json::to_writer(out, v),
+            Scalar::Float(v) => serde_json::to_writer(out, v),
+            Scalar::Str(v) => serde_json::to_writer(out, &**v),
         }
     }
 }
 
-struct FieldSeed<'p>(&'p FastColumn);
+/// A value checked against a simple column's rules (type, null, enum, lengths, pattern,
+/// range); dates are only parsed by whoever types it.
+struct ScalarSeed<'p>(&'p FastColumn);
 
-impl<'de> DeserializeSeed<'de> for FieldSeed<'_> {
-    type Value = FieldValue<'de>;
+impl<'de> DeserializeSeed<'de> for ScalarSeed<'_> {
+    type Value = Scalar<'de>;
 
     fn deserialize<D: de::Deserializer<'de>>(
         self,
@@ -762,43 +779,38 @@ impl<'de> DeserializeSeed<'de> for FieldSeed<'_> {
     }
 }
 
-impl<'de> FieldSeed<'_> {
-    /// The same checks as a column's (`string_cell`), keeping the text.
-    fn string<E: de::Error>(&self, s: std::borrow::Cow<'de, str>) -> Result<FieldValue<'de>, E> {
-        let field = self.0;
-        let typed = field.string_ok(&s)
-            && match field.kind {
-                ColumnKind::Utf8 => true,
-                ColumnKind::Date => parse_date(s.as_bytes()).is_some(),
-                ColumnKind::Timestamp => parse_date_time(s.as_bytes()).is_some(),
-                _ => false,
-            };
-        if typed {
-            Ok(FieldValue::Str(s))
+impl<'de> ScalarSeed<'_> {
+    fn string<E: de::Error>(&self, s: Cow<'de, str>) -> Result<Scalar<'de>, E> {
+        let string_kind = matches!(
+            self.0.kind,
+            ColumnKind::Utf8 | ColumnKind::Date | ColumnKind::Timestamp
+        );
+        if string_kind && self.0.string_ok(&s) {
+            Ok(Scalar::Str(s))
         } else {
             Err(unsure())
         }
     }
 }
 
-impl<'de> Visitor<'de> for FieldSeed<'_> {
-    type Value = FieldValue<'de>;
+impl<'de> Visitor<'de> for ScalarSeed<'_> {
+    type Value = Scalar<'de>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a value of the field's type")
+        f.write_str("a value of the column's type")
     }
 
     fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Self::Value, E> {
-        self.string(std::borrow::Cow::Borrowed(s))
+        self.string(Cow::Borrowed(s))
     }
 
     fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
-        self.string(std::borrow::Cow::Owned(s.to_string()))
+        self.string(Cow::Owned(s.to_string()))
     }
 
     fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
         if self.0.takes_null() {
-            Ok(FieldValue::Null)
+            Ok(Scalar::Null)
         } else {
             Err(unsure())
         }
@@ -806,7 +818,7 @@ impl<'de> Visitor<'de> for FieldSeed<'_> {
 
     fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
         match self.0.kind {
-            ColumnKind::Boolean => Ok(FieldValue::Bool(v)),
+            ColumnKind::Boolean => Ok(Scalar::Bool(v)),
             _ => Err(unsure()),
         }
     }
@@ -815,7 +827,7 @@ impl<'de> Visitor<'de> for FieldSeed<'_> {
         let f = v as f64;
         let number = matches!(self.0.kind, ColumnKind::Int64 | ColumnKind::Float64);
         if number && f.abs() <= EXACT_F64 && self.0.number_ok(f) {
-            Ok(FieldValue::Int(v))
+            Ok(Scalar::Int(v))
         } else {
             Err(unsure())
         }
@@ -829,8 +841,9 @@ impl<'de> Visitor<'de> for FieldSeed<'_> {
     }
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        // `5.0` for an integer column is valid JSON Schema; the full path handles it.
         match self.0.kind {
-            ColumnKind::Float64 if self.0.number_ok(v) => Ok(FieldValue::Float(v)),
+            ColumnKind::Float64 if self.0.number_ok(v) => Ok(Scalar::Float(v)),
             _ => Err(unsure()),
         }
     }
@@ -841,64 +854,6 @@ fn json_cell(value: &Value) -> Cell<'static> {
         Cell::Null
     } else {
         Cell::Owned(value.to_string())
-    }
-}
-
-impl<'de> Visitor<'de> for ValueSeed<'_> {
-    type Value = Cell<'de>;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a value of the column's type")
-    }
-
-    fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Cell<'de>, E> {
-        self.0.string_cell(s, Some(s)).ok_or_else(unsure)
-    }
-
-    fn visit_str<E: de::Error>(self, s: &str) -> Result<Cell<'de>, E> {
-        self.0.string_cell(s, None).ok_or_else(unsure)
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Cell<'de>, E> {
-        if self.0.takes_null() {
-            Ok(Cell::Null)
-        } else {
-            Err(unsure())
-        }
-    }
-
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Cell<'de>, E> {
-        match self.0.kind {
-            ColumnKind::Boolean => Ok(Cell::Bool(v)),
-            _ => Err(unsure()),
-        }
-    }
-
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Cell<'de>, E> {
-        let f = v as f64;
-        if f.abs() > EXACT_F64 || !self.0.number_ok(f) {
-            return Err(unsure());
-        }
-        match self.0.kind {
-            ColumnKind::Int64 => Ok(Cell::Int(v)),
-            ColumnKind::Float64 => Ok(Cell::Float(f)),
-            _ => Err(unsure()),
-        }
-    }
-
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Cell<'de>, E> {
-        match i64::try_from(v) {
-            Ok(v) => self.visit_i64(v),
-            Err(_) => Err(unsure()),
-        }
-    }
-
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Cell<'de>, E> {
-        // `5.0` for an integer column is valid JSON Schema; the full path handles it.
-        match self.0.kind {
-            ColumnKind::Float64 if self.0.number_ok(v) => Ok(Cell::Float(v)),
-            _ => Err(unsure()),
-        }
     }
 }
 

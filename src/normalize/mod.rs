@@ -124,7 +124,8 @@ impl Normalizer {
                             (&parsed, coercer.coerce_json(&parsed))
                         }
                         Err(e) => {
-                            let raw = cut_at_char(text, MAX_UNREADABLE_BYTES).to_string();
+                            let raw =
+                                text[..text.floor_char_boundary(MAX_UNREADABLE_BYTES)].to_string();
                             rejected.push(reject(raw, unreadable(&format!("not valid JSON: {e}"))));
                             continue;
                         }
@@ -213,17 +214,6 @@ fn unreadable(error: &str) -> Vec<FieldError> {
         pointer: String::new(),
         message: format!("Không đọc được bản ghi ({error})."),
     }]
-}
-
-fn cut_at_char(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
 }
 
 fn shorten(mut message: String) -> String {
@@ -512,6 +502,12 @@ mod tests {
                 .starts_with("Không đọc được bản ghi (not valid JSON")
         );
         assert_eq!(out.rejected[1].location, "line 3");
+        // A huge unreadable line is kept cut, at a character boundary.
+        let long = format!("{{\"id\": \"{}", "đ".repeat(40_000));
+        let out = normalizer().normalize(batch(vec![Payload::JsonText(long.clone())]), "run-2", 0);
+        let raw = &out.rejected[0].raw;
+        assert!(raw.len() <= MAX_UNREADABLE_BYTES && raw.len() > MAX_UNREADABLE_BYTES - 4);
+        assert!(long.starts_with(raw.as_str()));
     }
 
     #[test]

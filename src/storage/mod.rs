@@ -117,8 +117,6 @@ fn writer_properties() -> WriterProperties {
 }
 
 const ROW_GROUP_ROWS: usize = 122_880;
-/// Tasks encoding an append run's Parquet (the machines this runs on have two cores or more).
-const WRITERS: usize = 2;
 
 #[derive(Debug, Clone, Default)]
 pub struct TableStats {
@@ -196,8 +194,13 @@ impl TableStore {
         if !key.is_empty() {
             return Ok(RunWriter::Upsert(Vec::new()));
         }
-        let writer = ParallelWriter::new(table, writer_properties(), WRITERS, ROW_GROUP_ROWS)
-            .map_err(StorageError::delta(name))?;
+        let writer = ParallelWriter::new(
+            table,
+            writer_properties(),
+            parallel_writer::writers(),
+            ROW_GROUP_ROWS,
+        )
+        .map_err(StorageError::delta(name))?;
         Ok(RunWriter::Append {
             writer: Box::new(writer),
             rows: 0,

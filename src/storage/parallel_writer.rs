@@ -20,6 +20,11 @@ use tokio::task::JoinHandle;
 /// Batches waiting for each writer: enough to keep it busy, few enough to bound memory.
 const QUEUE: usize = 2;
 
+/// How many writers a commit gets: one per core, at most four (each holds a row group).
+pub fn writers() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().min(4))
+}
+
 pub struct ParallelWriter {
     queues: Vec<mpsc::Sender<RecordBatch>>,
     tasks: Vec<JoinHandle<Result<Vec<Add>, DeltaTableError>>>,
