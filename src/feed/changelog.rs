@@ -9,10 +9,23 @@
 //! before every data commit); the `txn` makes it idempotent. Rows are read from the data
 //! table *at that version* (time travel), so an update that came later does not hide the
 //! earlier change.
+//!
+//! An append (a run or a push into a dataset without a key) is logged by reference, as
+//! Delta's own change data feed does for insert-only commits: its data files hold exactly
+//! its rows, so the log keeps one row per file (`_op = appended`, `_appended_file` naming
+//! the file, `_seq` its first row's number) instead of encoding every row a second time,
+//! and `read` numbers the file's rows when the feed asks for them. The dataset table
+//! therefore must keep every file a log row names (the hub never vacuums it; a future
+//! compaction would have to copy those rows into the log first).
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
+
+use datafusion::datasource::MemTable;
+use object_store::ObjectStore;
+
+use super::appended_file::{file_rows, read_rows};
 
 use arrow::array::{
     Array, ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
@@ -42,9 +55,17 @@ pub const OP: &str = "_op";
 /// When the change was committed to the dataset.
 pub const CHANGED_AT: &str = "_changed_at";
 pub const META_COLUMNS: [&str; 3] = [SEQ, OP, CHANGED_AT];
+/// On an `appended` row: the data file (its path in the dataset table) whose rows are the
+/// changes numbered from this row's `_seq` on. Never shown: `read` turns it into the rows.
+const APPENDED_FILE: &str = "_appended_file";
+/// On an `appended` row: how many rows that file holds.
+const APPENDED_ROWS: &str = "_appended_rows";
+const APPENDED_COLUMNS: [&str; 2] = [APPENDED_FILE, APPENDED_ROWS];
 
 pub const OP_UPSERTED: &str = "upserted";
 pub const OP_DELETED: &str = "deleted";
+/// A log row standing for the rows of one appended data file (see the module docs).
+const OP_APPENDED: &str = "appended";
 
 /// Data commit metadata naming the keys a delete removed (a JSON array of key objects).
 pub const META_DELETED_KEYS: &str = "iochub.deleted_keys";
@@ -62,6 +83,28 @@ struct DatasetLog {
     table: AsyncMutex<DeltaTable>,
     provider: RwLock<Arc<dyn TableProvider>>,
     last_seq: watch::Sender<i64>,
+    /// The appended files the log refers to, by first sequence.
+    files: RwLock<Vec<AppendedFile>>,
+    /// The dataset table's files, for reading appended ones (set by `catch_up`).
+    data_store: RwLock<Option<Arc<dyn ObjectStore>>>,
+    /// False for a log made before appends were logged by reference (it has no
+    /// `_appended_*` columns): it goes on copying every row.
+    by_reference: bool,
+}
+
+/// One data file whose rows are changes `first ..= first + rows - 1`.
+#[derive(Debug, Clone)]
+struct AppendedFile {
+    first: i64,
+    rows: i64,
+    path: String,
+    changed_at: i64,
+}
+
+impl AppendedFile {
+    fn last(&self) -> i64 {
+        self.first + self.rows - 1
+    }
 }
 
 pub struct Changelog {
@@ -74,7 +117,12 @@ pub struct Changelog {
 
 /// What one data commit did, from its commit info.
 enum DataCommit {
-    Run(String),
+    /// Rows written by run `run_id`; `appended` lists the commit's files when it only
+    /// appended (a blind append: its files hold the run's rows and nothing else).
+    Run {
+        run_id: String,
+        appended: Option<Vec<String>>,
+    },
     Deleted(Vec<serde_json::Map<String, serde_json::Value>>),
 }
 
@@ -100,6 +148,8 @@ pub fn log_schema(data: &Schema) -> SchemaRef {
         DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
         false,
     ));
+    fields.push(Field::new(APPENDED_FILE, DataType::Utf8, true));
+    fields.push(Field::new(APPENDED_ROWS, DataType::Int64, true));
     Arc::new(Schema::new(fields))
 }
 
@@ -112,7 +162,30 @@ impl Changelog {
             let schema = log_schema(&pipeline.table_schema);
             let table = store.open(&pipeline.name, &schema).await?;
             let provider = store.provider(&pipeline.name, &table).await?;
-            let last = last_seq_of(provider.clone()).await?;
+            let by_reference = APPENDED_COLUMNS
+                .iter()
+                .all(|c| provider.schema().column_with_name(c).is_some());
+            let files = if by_reference {
+                appended_files(provider.clone())
+                    .await
+                    .map_err(|e| other(&pipeline.name, e))?
+            } else {
+                Vec::new()
+            };
+            let schema = if by_reference {
+                schema
+            } else {
+                Arc::new(Schema::new(
+                    schema
+                        .fields()
+                        .iter()
+                        .filter(|f| !APPENDED_COLUMNS.contains(&f.name().as_str()))
+                        .cloned()
+                        .collect::<Vec<_>>(),
+                ))
+            };
+            let copied = last_seq_of(provider.clone()).await?;
+            let last = files.last().map_or(copied, |f| f.last().max(copied));
             logs.insert(
                 pipeline.name.clone(),
                 DatasetLog {
@@ -121,6 +194,9 @@ impl Changelog {
                     table: AsyncMutex::new(table),
                     provider: RwLock::new(provider),
                     last_seq: watch::Sender::new(last),
+                    files: RwLock::new(files),
+                    data_store: RwLock::new(None),
+                    by_reference,
                 },
             );
         }
@@ -147,14 +223,98 @@ impl Changelog {
         self.logs.get(dataset).map(|l| l.last_seq.subscribe())
     }
 
-    /// The log as it is now, for reading.
-    pub fn provider(&self, dataset: &str) -> Result<Arc<dyn TableProvider>, StorageError> {
+    /// The log as it is now (appended files still by reference).
+    fn provider(&self, dataset: &str) -> Result<Arc<dyn TableProvider>, StorageError> {
         let log = self.log(dataset)?;
         let provider = log
             .provider
             .read()
             .map_err(|_| other(dataset, "provider lock poisoned"))?;
         Ok(provider.clone())
+    }
+
+    /// The changes `after < _seq <= upper`, as a table in the log's columns (without
+    /// `_appended_*`): rows copied into the log, and the rows of appended files numbered.
+    pub async fn read(
+        &self,
+        dataset: &str,
+        after: i64,
+        upper: i64,
+    ) -> Result<Arc<dyn TableProvider>, StorageError> {
+        let log = self.log(dataset)?;
+        let provider = self.provider(dataset)?;
+        let shown: Vec<Field> = provider
+            .schema()
+            .fields()
+            .iter()
+            .filter(|f| !APPENDED_COLUMNS.contains(&f.name().as_str()))
+            .map(|f| f.as_ref().clone())
+            .collect();
+        let shown = Arc::new(Schema::new(shown));
+        let in_range = col(SEQ).gt(lit(after)).and(col(SEQ).lt_eq(lit(upper)));
+        let copied = if log.by_reference {
+            in_range.and(col(OP).not_eq(lit(OP_APPENDED)))
+        } else {
+            in_range
+        };
+        let columns: Vec<datafusion::logical_expr::Expr> =
+            shown.fields().iter().map(|f| col(f.name())).collect();
+        let mut batches = SessionContext::new()
+            .read_table(provider)
+            .and_then(|df| df.filter(copied))
+            .and_then(|df| df.select(columns))
+            .map_err(|e| other(dataset, e))?
+            .collect()
+            .await
+            .map_err(|e| other(dataset, e))?
+            .iter()
+            .map(|b| conform(&shown, b))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| other(dataset, e))?;
+        let files: Vec<AppendedFile> = log
+            .files
+            .read()
+            .map_err(|_| other(dataset, "file index lock poisoned"))?
+            .iter()
+            .filter(|f| f.last() > after && f.first <= upper)
+            .cloned()
+            .collect();
+        if !files.is_empty() {
+            let store = log
+                .data_store
+                .read()
+                .map_err(|_| other(dataset, "store lock poisoned"))?
+                .clone()
+                .ok_or_else(|| other(dataset, "the log has not been brought up to date yet"))?;
+            for file in &files {
+                let from = (after + 1).max(file.first);
+                let to = upper.min(file.last());
+                let rows = read_rows(&store, &file.path, from - file.first, to - from + 1)
+                    .await
+                    .map_err(|e| other(dataset, format!("appended file {}: {e}", file.path)))?;
+                let mut next = from - 1;
+                for batch in rows {
+                    let count = batch.num_rows() as i64;
+                    let batch = numbered(&shown, &batch, next, OP_UPSERTED, file.changed_at)
+                        .map_err(|e| other(dataset, e))?;
+                    next += count;
+                    batches.push(batch);
+                }
+                if next != to {
+                    return Err(other(
+                        dataset,
+                        format!(
+                            "appended file {} holds fewer rows than the log says ({} of {})",
+                            file.path,
+                            next - from + 1,
+                            to - from + 1
+                        ),
+                    ));
+                }
+            }
+        }
+        let table = MemTable::try_new(shown, vec![batches]).map_err(|e| other(dataset, e))?;
+        Ok(Arc::new(table))
     }
 
     pub fn key(&self, dataset: &str) -> &[String] {
@@ -182,6 +342,10 @@ impl Changelog {
     async fn extend(&self, dataset: &str, data: &DeltaTable) -> Result<(), StorageError> {
         let log = self.log(dataset)?;
         let mut table = log.table.lock().await;
+        *log.data_store
+            .write()
+            .map_err(|_| other(dataset, "store lock poisoned"))? =
+            Some(data.log_store().object_store(None));
         let Some(latest) = data.version() else {
             return Ok(());
         };
@@ -206,8 +370,42 @@ impl Changelog {
             )
             .map_err(|e| other(dataset, e))?;
             let mut rows = 0usize;
+            let mut pending_files = Vec::new();
             match commit {
-                DataCommit::Run(run_id) => {
+                DataCommit::Run {
+                    appended: Some(paths),
+                    ..
+                } if log.by_reference => {
+                    let store = data.log_store().object_store(None);
+                    let mut files = Vec::with_capacity(paths.len());
+                    for path in paths {
+                        let rows = file_rows(&store, &path)
+                            .await
+                            .map_err(|e| other(dataset, format!("data file {path}: {e}")))?;
+                        if rows == 0 {
+                            continue;
+                        }
+                        files.push(AppendedFile {
+                            first: last + 1,
+                            rows,
+                            path,
+                            changed_at,
+                        });
+                        last += rows;
+                    }
+                    if !files.is_empty() {
+                        writer
+                            .write(
+                                file_rows_batch(&log.schema, &files)
+                                    .map_err(|e| other(dataset, e))?,
+                            )
+                            .await
+                            .map_err(|e| other(dataset, e))?;
+                        rows += files.len();
+                        pending_files = files;
+                    }
+                }
+                DataCommit::Run { run_id, .. } => {
                     // The run's rows as that version holds them.
                     let filter = col("_run_id").eq(lit(run_id.as_str()));
                     let change = Change {
@@ -256,6 +454,10 @@ impl Changelog {
             *log.provider
                 .write()
                 .map_err(|_| other(dataset, "provider lock poisoned"))? = provider;
+            log.files
+                .write()
+                .map_err(|_| other(dataset, "file index lock poisoned"))?
+                .extend(pending_files);
             log.last_seq.send_replace(last);
         }
         Ok(())
@@ -263,6 +465,17 @@ impl Changelog {
 
     /// When change `seq` was committed (for the lag of a subscription).
     pub async fn changed_at(&self, dataset: &str, seq: i64) -> Option<i64> {
+        if let Some(file) = self
+            .log(dataset)
+            .ok()?
+            .files
+            .read()
+            .ok()?
+            .iter()
+            .find(|f| f.first <= seq && seq <= f.last())
+        {
+            return Some(file.changed_at);
+        }
         let provider = self.provider(dataset).ok()?;
         let batches = SessionContext::new()
             .read_table(provider)
@@ -404,33 +617,147 @@ async fn data_commit(
         ));
     };
     let text = String::from_utf8_lossy(&bytes);
+    let mut info = None;
+    let mut added = Vec::new();
+    let mut removes = false;
     for line in text.lines() {
         let Ok(action) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
         };
-        let Some(info) = action.get("commitInfo") else {
-            continue;
-        };
-        let micros = info
-            .get("timestamp")
-            .and_then(|t| t.as_i64())
-            .map_or_else(|| chrono::Utc::now().timestamp_micros(), |ms| ms * 1000);
-        if let Some(keys) = info.get(META_DELETED_KEYS) {
-            let keys = keys
-                .as_array()
-                .map(|list| {
-                    list.iter()
-                        .filter_map(|k| k.as_object().cloned())
-                        .collect::<Vec<_>>()
-                })
-                .unwrap_or_default();
-            return Ok(Some((DataCommit::Deleted(keys), micros)));
-        }
-        if let Some(run_id) = info.get(META_RUN_ID).and_then(|r| r.as_str()) {
-            return Ok(Some((DataCommit::Run(run_id.to_string()), micros)));
+        if let Some(i) = action.get("commitInfo") {
+            info = Some(i.clone());
+        } else if let Some(path) = action.pointer("/add/path").and_then(|p| p.as_str()) {
+            added.push(path.to_string());
+        } else if action.get("remove").is_some() || action.get("cdc").is_some() {
+            removes = true;
         }
     }
-    Ok(None)
+    let Some(info) = info else {
+        return Ok(None);
+    };
+    let micros = info
+        .get("timestamp")
+        .and_then(|t| t.as_i64())
+        .map_or_else(|| chrono::Utc::now().timestamp_micros(), |ms| ms * 1000);
+    if let Some(keys) = info.get(META_DELETED_KEYS) {
+        let keys = keys
+            .as_array()
+            .map(|list| {
+                list.iter()
+                    .filter_map(|k| k.as_object().cloned())
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        return Ok(Some((DataCommit::Deleted(keys), micros)));
+    }
+    let Some(run_id) = info.get(META_RUN_ID).and_then(|r| r.as_str()) else {
+        return Ok(None);
+    };
+    // Only a blind append's files hold nothing but its rows; a MERGE also rewrites rows of
+    // earlier runs into its files.
+    let blind_append = !removes
+        && info.get("operation").and_then(|o| o.as_str()) == Some("WRITE")
+        && info
+            .pointer("/operationParameters/mode")
+            .and_then(|m| m.as_str())
+            == Some("Append");
+    let commit = DataCommit::Run {
+        run_id: run_id.to_string(),
+        appended: blind_append.then_some(added),
+    };
+    Ok(Some((commit, micros)))
+}
+
+/// `batch`'s columns as `schema`'s, by name: cast where the type differs, null where
+/// missing (a column added to the dataset after the batch was written).
+fn conform(
+    schema: &SchemaRef,
+    batch: &RecordBatch,
+) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|field| match batch.column_by_name(field.name()) {
+            Some(c) if c.data_type() == field.data_type() => Ok(c.clone()),
+            Some(c) => cast(c, field.data_type()),
+            None => Ok(new_null_array(field.data_type(), batch.num_rows())),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    RecordBatch::try_new(schema.clone(), columns)
+}
+
+/// The log rows standing for appended `files`: only the change columns and the file.
+fn file_rows_batch(
+    schema: &SchemaRef,
+    files: &[AppendedFile],
+) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let rows = files.len();
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|field| -> ArrayRef {
+            match field.name().as_str() {
+                SEQ => Arc::new(Int64Array::from_iter_values(files.iter().map(|f| f.first))),
+                OP => Arc::new(StringArray::from(vec![OP_APPENDED; rows])),
+                CHANGED_AT => Arc::new(
+                    TimestampMicrosecondArray::from_iter_values(files.iter().map(|f| f.changed_at))
+                        .with_timezone("UTC"),
+                ),
+                APPENDED_FILE => Arc::new(StringArray::from_iter_values(
+                    files.iter().map(|f| f.path.as_str()),
+                )),
+                APPENDED_ROWS => {
+                    Arc::new(Int64Array::from_iter_values(files.iter().map(|f| f.rows)))
+                }
+                _ => new_null_array(field.data_type(), rows),
+            }
+        })
+        .collect();
+    RecordBatch::try_new(schema.clone(), columns)
+}
+
+/// The appended files a log refers to, in order.
+async fn appended_files(provider: Arc<dyn TableProvider>) -> Result<Vec<AppendedFile>, String> {
+    let batches = SessionContext::new()
+        .read_table(provider)
+        .and_then(|df| df.filter(col(OP).eq(lit(OP_APPENDED))))
+        .and_then(|df| {
+            df.select(vec![
+                col(SEQ),
+                col(CHANGED_AT),
+                col(APPENDED_FILE),
+                col(APPENDED_ROWS),
+            ])
+        })
+        .and_then(|df| df.sort(vec![col(SEQ).sort(true, false)]))
+        .map_err(|e| e.to_string())?
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut files = Vec::new();
+    for batch in &batches {
+        let seq = cast(batch.column(0), &DataType::Int64).map_err(|e| e.to_string())?;
+        let at = cast(batch.column(1), &DataType::Int64).map_err(|e| e.to_string())?;
+        let path = cast(batch.column(2), &DataType::Utf8).map_err(|e| e.to_string())?;
+        let rows = cast(batch.column(3), &DataType::Int64).map_err(|e| e.to_string())?;
+        let (Some(seq), Some(at), Some(path), Some(rows)) = (
+            seq.as_any().downcast_ref::<Int64Array>(),
+            at.as_any().downcast_ref::<Int64Array>(),
+            path.as_any().downcast_ref::<StringArray>(),
+            rows.as_any().downcast_ref::<Int64Array>(),
+        ) else {
+            return Err("unexpected column types in the change log".into());
+        };
+        for row in 0..batch.num_rows() {
+            files.push(AppendedFile {
+                first: seq.value(row),
+                rows: rows.value(row),
+                path: path.value(row).to_string(),
+                changed_at: at.value(row),
+            });
+        }
+    }
+    Ok(files)
 }
 
 /// `batch`'s columns in the log's shape, numbered from `after + 1`.
@@ -453,10 +780,16 @@ fn numbered(
                 TimestampMicrosecondArray::from(vec![changed_at; rows]).with_timezone("UTC"),
             ),
             name => match batch.column_by_name(name) {
-                Some(c) if c.data_type() == field.data_type() => c.clone(),
-                Some(c) => cast(c, field.data_type())?,
+                Some(c) => c.clone(),
                 None => new_null_array(field.data_type(), rows),
             },
+        };
+        // The feed reads with the log's scan types (text as views); the log is written as
+        // `Utf8`.
+        let column = if column.data_type() == field.data_type() {
+            column
+        } else {
+            cast(&column, field.data_type())?
         };
         columns.push(column);
     }

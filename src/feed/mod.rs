@@ -9,6 +9,7 @@
 //!
 //! Reading the feed as a consumer (masking, shares) is `Hub::feed_read` in `hub/feed.rs`.
 
+mod appended_file;
 pub mod changelog;
 pub mod delivery;
 pub mod events;

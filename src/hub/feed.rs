@@ -167,7 +167,7 @@ impl Hub {
                 last_sequence,
             });
         }
-        let changes = changelog.provider(&dataset)?;
+        let changes = changelog.read(&dataset, after, upper).await?;
         let plan = match target.strip_prefix("share.") {
             Some(name) => {
                 let (grant, _) = dataset_share(&visibility, target, name)?;
