@@ -41,6 +41,16 @@ struct Args {
     /// Skip the queries (for memory measurements of ingest alone).
     #[arg(long)]
     no_queries: bool,
+    /// Also print each query's `EXPLAIN ANALYZE` (to stderr), for profiling.
+    #[arg(long)]
+    explain: bool,
+    /// Also time each query in a bare DataFusion context over the table's Parquet files
+    /// (Parquet filter pushdown off and on), to tell the hub's own cost from the engine's.
+    #[arg(long)]
+    compare: bool,
+    /// Query the table a previous run left instead of ingesting again.
+    #[arg(long)]
+    reuse: bool,
     /// Measure the push feed: deliver the backlog of `--records` changes, then a steady
     /// 1,000 events/s.
     #[arg(long)]
@@ -257,6 +267,33 @@ fn write_hub(dir: &Path, jsonl: &Path, keyed: bool) -> anyhow::Result<PathBuf> {
     Ok(config)
 }
 
+/// The median of 5 runs (after one warm-up) of `sql` in a plain DataFusion context with the
+/// table's Parquet files registered as `reports` (a table that was only appended to, so
+/// every file in its folder is live).
+async fn bare_datafusion(table: &Path, sql: &str, pushdown: bool) -> anyhow::Result<f64> {
+    use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
+    let config = SessionConfig::new()
+        .set_bool("datafusion.execution.parquet.pushdown_filters", pushdown)
+        .set_bool("datafusion.execution.parquet.reorder_filters", pushdown);
+    let ctx = SessionContext::new_with_config(config);
+    ctx.register_parquet(
+        "reports",
+        table.to_string_lossy().as_ref(),
+        ParquetReadOptions::default(),
+    )
+    .await?;
+    let mut times = Vec::new();
+    for i in 0..6 {
+        let t = Instant::now();
+        ctx.sql(sql).await?.collect().await?;
+        if i > 0 {
+            times.push(t.elapsed().as_secs_f64());
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
 fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -321,22 +358,27 @@ async fn main() -> anyhow::Result<()> {
     }
     let bytes = std::fs::metadata(&jsonl)?.len();
     let hub_dir = args.out.join("hub");
-    let _ = std::fs::remove_dir_all(&hub_dir);
+    let reuse = args.reuse && hub_dir.join("data/tables/reports/_delta_log").is_dir();
+    if !reuse {
+        let _ = std::fs::remove_dir_all(&hub_dir);
+    }
     let config_path = write_hub(&hub_dir, &jsonl, args.keyed)?;
     let config =
         config::load(&config_path, &Overrides::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let hub = Hub::open(config).await.context("opening the bench hub")?;
 
     let started = Instant::now();
-    let report = hub.run("reports", "test").await?;
+    if !reuse {
+        let report = hub.run("reports", "test").await?;
+        anyhow::ensure!(report.error.is_none(), "ingest failed: {:?}", report.error);
+        anyhow::ensure!(
+            report.accepted == args.records,
+            "accepted {} of {}",
+            report.accepted,
+            args.records
+        );
+    }
     let ingest_seconds = started.elapsed().as_secs_f64();
-    anyhow::ensure!(report.error.is_none(), "ingest failed: {:?}", report.error);
-    anyhow::ensure!(
-        report.accepted == args.records,
-        "accepted {} of {}",
-        report.accepted,
-        args.records
-    );
     let ingest_rss = peak_rss_mb();
 
     let mut queries = serde_json::Map::new();
@@ -358,6 +400,25 @@ async fn main() -> anyhow::Result<()> {
                 rows = result.row_count;
             }
             times.sort_by(f64::total_cmp);
+            if args.explain {
+                let plan = hub
+                    .sql(&format!("EXPLAIN ANALYZE {sql}"))
+                    .await
+                    .with_context(|| format!("explaining {name}"))?;
+                let text = iochub::query::to_csv(&plan)?;
+                eprintln!("== {name}\n{}", String::from_utf8_lossy(&text));
+            }
+            if args.compare {
+                let table = hub_dir.join("data/tables/reports");
+                for pushdown in [false, true] {
+                    let seconds = bare_datafusion(&table, &sql, pushdown).await?;
+                    eprintln!(
+                        "{name}: hub {:.1} ms, bare DataFusion (pushdown {pushdown}) {:.1} ms",
+                        times[times.len() / 2] * 1e3,
+                        seconds * 1e3
+                    );
+                }
+            }
             queries.insert(
                 name,
                 json!({"seconds": times[times.len() / 2], "rows": rows}),
