@@ -317,7 +317,7 @@ def main() -> None:
     p.add_argument("--workdir", required=True, help="where the Parquet files are written")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--queries", default=str(HERE / "queries.sql"))
-    p.add_argument("--repeat", type=int, default=5, help="timed runs per query (median); 1 warm-up before")
+    p.add_argument("--repeat", type=int, default=15, help="timed runs per query (median); 1 warm-up before")
     p.add_argument("--polars-exprs", action="store_true",
                    help="run Polars queries as expressions instead of SQL (to check the fallback)")
     p.add_argument("--engine", choices=["duckdb", "polars"], help=argparse.SUPPRESS)

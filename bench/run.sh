@@ -7,6 +7,7 @@
 #   BENCH_DIR        where data and results go       (default /var/tmp/iochub-bench)
 #   CARGO_TARGET_DIR cargo's target directory         (default /var/tmp/iochub-target)
 #   THREADS          threads for DuckDB and Polars    (default 2)
+#   REPEAT           timed runs per query, every engine (default 15; median reported)
 #   PYTHON           Python 3.11+ interpreter          (default python3)
 #   SKIP_BUILD=1     use the already built iochub-bench binary
 #
@@ -24,6 +25,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BENCH_DIR="${BENCH_DIR:-/var/tmp/iochub-bench}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/iochub-target}"
 THREADS="${THREADS:-2}"
+REPEAT="${REPEAT:-15}"
 PYTHON="${PYTHON:-python3}"
 mkdir -p "$BENCH_DIR"
 cd "$ROOT"
@@ -76,7 +78,7 @@ if [ -f "$BENCH_DIR/reports.jsonl" ]; then
     cat "$BENCH_DIR/reports.jsonl" > /dev/null
 fi
 log "iochub-bench --records $N --out $BENCH_DIR"
-"$BIN" --records "$N" --out "$BENCH_DIR" > "$BENCH_DIR/iochub.raw"
+"$BIN" --records "$N" --out "$BENCH_DIR" --repeat "$REPEAT" > "$BENCH_DIR/iochub.raw"
 # Keep the last line of stdout that is a JSON object (the bench prints one).
 "$PYTHON" - "$BENCH_DIR/iochub.raw" "$BENCH_DIR/iochub.json" <<'PY'
 import json, sys
@@ -103,7 +105,7 @@ JSONL="$BENCH_DIR/reports.jsonl"
 # --- peers --------------------------------------------------------------------
 log "peers (DuckDB, Polars; $THREADS threads) on $JSONL"
 "$PYTHON" "$ROOT/bench/peers.py" --jsonl "$JSONL" --workdir "$BENCH_DIR/peers" \
-    --threads "$THREADS" --queries "$ROOT/bench/queries.sql" > "$BENCH_DIR/peers.json"
+    --threads "$THREADS" --repeat "$REPEAT" --queries "$ROOT/bench/queries.sql" > "$BENCH_DIR/peers.json"
 
 # --- report -------------------------------------------------------------------
 CPU_MODEL="$(grep -m1 -E '^model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ *//' || true)"

@@ -51,6 +51,13 @@ struct Args {
     /// Query the table a previous run left instead of ingesting again.
     #[arg(long)]
     reuse: bool,
+    /// Timed runs per query (the median is reported), after one warm-up run. Shared
+    /// virtual machines vary by a third between runs; more runs steady the median.
+    #[arg(long, default_value_t = 15)]
+    repeat: usize,
+    /// Run only the queries whose name contains this (for profiling one query).
+    #[arg(long)]
+    only: Option<String>,
     /// Measure the push feed: deliver the backlog of `--records` changes, then a steady
     /// 1,000 events/s.
     #[arg(long)]
@@ -400,9 +407,12 @@ async fn main() -> anyhow::Result<()> {
         let text = std::fs::read_to_string(&args.queries)
             .with_context(|| format!("reading {}", args.queries.display()))?;
         for (name, sql) in parse_queries(&text) {
+            if args.only.as_ref().is_some_and(|only| !name.contains(only.as_str())) {
+                continue;
+            }
             let mut times = Vec::new();
             let mut rows = 0;
-            for i in 0..6 {
+            for i in 0..=args.repeat.max(1) {
                 let t = Instant::now();
                 let result = hub
                     .sql(&sql)
