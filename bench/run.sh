@@ -113,7 +113,7 @@ export CPU_MODEL NPROC="$(nproc)" MEM_KB="$(awk '/^MemTotal/ {print $2}' /proc/m
 export KERNEL="$(uname -sr)" RUSTC="$(rustc --version 2>/dev/null || echo unknown)"
 export IOCHUB_REV="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 export IOCHUB_VERSION="$(sed -n 's/^version *= *"\(.*\)"/\1/p' "$ROOT/Cargo.toml" | head -n1)"
-export THREADS
+export THREADS REPEAT
 
 "$PYTHON" - "$BENCH_DIR/iochub.json" "$BENCH_DIR/peers.json" <<'PY' | tee "$BENCH_DIR/report.md"
 import json, os, sys
@@ -178,7 +178,7 @@ p(f"- versions: iochub {env.get('IOCHUB_VERSION') or '?'} ({env.get('IOCHUB_REV'
   f"DuckDB {peers['versions']['duckdb']}, Polars {peers['versions']['polars']}, "
   f"Python {peers['versions'].get('python', '?')}")
 p(f"- input: {jsonl_bytes:,} bytes of JSONL; peers limited to {peers.get('threads', env.get('THREADS'))} threads "
-  f"(DuckDB `SET threads`, Polars `POLARS_MAX_THREADS`); query times are the median of 5 runs after 1 warm-up")
+  f"(DuckDB `SET threads`, Polars `POLARS_MAX_THREADS`); query times are the median of {env.get('REPEAT', '15')} runs after 1 warm-up")
 p("- iochub validates every record against the JSON Schema and writes a Delta table; "
   "DuckDB and Polars only parse typed columns into one Parquet file (no validation)")
 p("")

@@ -407,7 +407,11 @@ async fn main() -> anyhow::Result<()> {
         let text = std::fs::read_to_string(&args.queries)
             .with_context(|| format!("reading {}", args.queries.display()))?;
         for (name, sql) in parse_queries(&text) {
-            if args.only.as_ref().is_some_and(|only| !name.contains(only.as_str())) {
+            if args
+                .only
+                .as_ref()
+                .is_some_and(|only| !name.contains(only.as_str()))
+            {
                 continue;
             }
             let mut times = Vec::new();
