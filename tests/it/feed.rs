@@ -22,13 +22,19 @@ const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 /// A hub with a keyed dataset `people` (phone is personal data) filled from `inbox/`.
 fn people_hub() -> TestHub {
+    hub_of_people("people", "Người", "key = [\"id\"]\n")
+}
+
+/// A hub with one dataset `name` of people records (`key` is the pipeline's key line, or
+/// empty for none) filled from `inbox/`, published by `pub`.
+fn hub_of_people(name: &str, title: &str, key: &str) -> TestHub {
     let hub = TestHub::new();
     hub.write("schemas/people.schema.json", common::PEOPLE_SCHEMA);
     std::fs::write(
-        hub.path().join("pipelines/people.toml"),
+        hub.path().join(format!("pipelines/{name}.toml")),
         format!(
-            "name = \"people\"\ntitle = \"Người\"\nsector = \"test\"\n\
-             schema = \"../schemas/people.schema.json\"\nkey = [\"id\"]\nsharing = \"default\"\n\
+            "name = \"{name}\"\ntitle = \"{title}\"\nsector = \"test\"\n\
+             schema = \"../schemas/people.schema.json\"\n{key}sharing = \"default\"\n\
              publishers = [\"pub\"]\nschedule = \"0 0 * * * *\"\n\n[source]\n{}\n",
             common::JSONL_INBOX
         ),
@@ -401,18 +407,7 @@ async fn read_all(
 
 #[tokio::test]
 async fn appends_are_fed_from_their_own_files_page_by_page_masked_and_after_a_restart() {
-    let t = TestHub::new();
-    t.write("schemas/people.schema.json", common::PEOPLE_SCHEMA);
-    std::fs::write(
-        t.path().join("pipelines/visits.toml"),
-        format!(
-            "name = \"visits\"\ntitle = \"Lượt\"\nsector = \"test\"\n\
-             schema = \"../schemas/people.schema.json\"\nsharing = \"default\"\n\
-             publishers = [\"pub\"]\nschedule = \"0 0 * * * *\"\n\n[source]\n{}\n",
-            common::JSONL_INBOX
-        ),
-    )
-    .unwrap();
+    let t = hub_of_people("visits", "Lượt", "");
     t.write("inbox/a.jsonl", people(1, 5));
     let hub = t.open().await;
     hub.run("visits", "test").await.unwrap();
