@@ -222,6 +222,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_table_without_files_answers_with_no_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TableStore::new(dir.path());
+        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true)]));
+        let table = store.open("t", &schema).await.unwrap();
+        let provider = store.provider("t", &table).await.unwrap();
+        assert!(provider.as_ref().is::<SnapshotTable>());
+        assert_eq!(
+            rows(provider.clone(), "SELECT count(*) AS n FROM t").await[3],
+            "| 0 |"
+        );
+        assert_eq!(
+            rows(provider, "SELECT id FROM t WHERE id > 1 LIMIT 5").await,
+            ["++", "++"]
+        );
+    }
+
+    #[tokio::test]
     async fn a_partitioned_table_keeps_delta_rs_provider() {
         let dir = tempfile::tempdir().unwrap();
         let url = deltalake::ensure_table_uri(dir.path().to_string_lossy()).unwrap();
