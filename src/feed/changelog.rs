@@ -20,6 +20,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 
 use datafusion::datasource::MemTable;
@@ -90,6 +91,10 @@ struct DatasetLog {
     /// False for a log made before appends were logged by reference (it has no
     /// `_appended_*` columns): it goes on copying every row.
     by_reference: bool,
+    /// A log commit landed but the in-memory view of it (provider, file index, last
+    /// sequence) was not refreshed: the next `extend` reloads it from the log first, or it
+    /// would number the next commit from a stale last sequence.
+    stale: std::sync::atomic::AtomicBool,
 }
 
 /// One data file whose rows are changes `first ..= first + rows - 1`.
@@ -165,13 +170,7 @@ impl Changelog {
             let by_reference = APPENDED_COLUMNS
                 .iter()
                 .all(|c| provider.schema().column_with_name(c).is_some());
-            let files = if by_reference {
-                appended_files(provider.clone())
-                    .await
-                    .map_err(|e| other(&pipeline.name, e))?
-            } else {
-                Vec::new()
-            };
+            let (files, last) = numbering(&pipeline.name, provider.clone(), by_reference).await?;
             let schema = if by_reference {
                 schema
             } else {
@@ -184,8 +183,6 @@ impl Changelog {
                         .collect::<Vec<_>>(),
                 ))
             };
-            let copied = last_seq_of(provider.clone()).await?;
-            let last = files.last().map_or(copied, |f| f.last().max(copied));
             logs.insert(
                 pipeline.name.clone(),
                 DatasetLog {
@@ -197,6 +194,7 @@ impl Changelog {
                     files: RwLock::new(files),
                     data_store: RwLock::new(None),
                     by_reference,
+                    stale: std::sync::atomic::AtomicBool::new(false),
                 },
             );
         }
@@ -304,7 +302,8 @@ impl Changelog {
                     return Err(other(
                         dataset,
                         format!(
-                            "appended file {} holds fewer rows than the log says ({} of {})",
+                            "appended file {} gave {} rows for changes {from}..={to} where \
+                             the log says {}; was the table vacuumed?",
                             file.path,
                             next - from + 1,
                             to - from + 1
@@ -349,6 +348,9 @@ impl Changelog {
         let Some(latest) = data.version() else {
             return Ok(());
         };
+        if log.stale.load(Ordering::Acquire) {
+            self.reload(dataset, log, &table).await?;
+        }
         let covered = match table.snapshot() {
             Ok(snapshot) => snapshot
                 .transaction_version(table.log_store().as_ref(), APP_ID)
@@ -450,6 +452,9 @@ impl Changelog {
             parallel_writer::commit(&mut table, adds, properties)
                 .await
                 .map_err(|e| other(dataset, e))?;
+            // Readers see the new sequences only with the provider that holds them, so the
+            // provider goes first and nothing is published if it cannot be had.
+            log.stale.store(true, Ordering::Release);
             let provider = self.store.provider(dataset, &table).await?;
             *log.provider
                 .write()
@@ -459,7 +464,28 @@ impl Changelog {
                 .map_err(|_| other(dataset, "file index lock poisoned"))?
                 .extend(pending_files);
             log.last_seq.send_replace(last);
+            log.stale.store(false, Ordering::Release);
         }
+        Ok(())
+    }
+
+    /// Reads the provider, file index and last sequence back from the log table.
+    async fn reload(
+        &self,
+        dataset: &str,
+        log: &DatasetLog,
+        table: &DeltaTable,
+    ) -> Result<(), StorageError> {
+        let provider = self.store.provider(dataset, table).await?;
+        let (files, last) = numbering(dataset, provider.clone(), log.by_reference).await?;
+        *log.provider
+            .write()
+            .map_err(|_| other(dataset, "provider lock poisoned"))? = provider;
+        *log.files
+            .write()
+            .map_err(|_| other(dataset, "file index lock poisoned"))? = files;
+        log.last_seq.send_replace(last);
+        log.stale.store(false, Ordering::Release);
         Ok(())
     }
 
@@ -714,6 +740,24 @@ fn file_rows_batch(
         })
         .collect();
     RecordBatch::try_new(schema.clone(), columns)
+}
+
+/// What a log says of its numbering: the appended files it refers to and its last sequence.
+async fn numbering(
+    dataset: &str,
+    provider: Arc<dyn TableProvider>,
+    by_reference: bool,
+) -> Result<(Vec<AppendedFile>, i64), StorageError> {
+    let files = if by_reference {
+        appended_files(provider.clone())
+            .await
+            .map_err(|e| other(dataset, e))?
+    } else {
+        Vec::new()
+    };
+    let copied = last_seq_of(provider).await?;
+    let last = files.last().map_or(copied, |f| f.last().max(copied));
+    Ok((files, last))
 }
 
 /// The appended files a log refers to, in order.

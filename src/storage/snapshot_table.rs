@@ -31,6 +31,7 @@ use datafusion::datasource::table_schema::TableSchema;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::empty::EmptyExec;
 use deltalake::DeltaTable;
 use object_store::{ObjectMeta, ObjectStore};
 
@@ -70,12 +71,16 @@ impl SnapshotTable {
         }
         let mut files = Vec::new();
         for file in snapshot.log_data().iter() {
-            if file.deletion_vector_descriptor().is_some() {
+            // A deletion vector hides rows of the file; an absolute path (a shallow clone)
+            // points outside the table's store.
+            if file.deletion_vector_descriptor().is_some() || file.path().contains("://") {
                 return None;
             }
             files.push(PartitionedFile::new_from_meta(ObjectMeta {
                 location: file.object_store_path(),
-                last_modified: chrono::DateTime::UNIX_EPOCH,
+                // With the size, what the footer cache checks a cached footer against.
+                last_modified: chrono::DateTime::from_timestamp_millis(file.modification_time())
+                    .unwrap_or_default(),
                 size: u64::try_from(file.size()).ok()?,
                 e_tag: None,
                 version: None,
@@ -117,6 +122,15 @@ impl TableProvider for SnapshotTable {
         _filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        if self.files.is_empty() {
+            // No file group at all would be a plan of zero partitions, which operators
+            // needing one partition (OFFSET, a window over everything) refuse.
+            let schema = match projection {
+                Some(p) => Arc::new(self.schema.project(p)?),
+                None => self.schema.clone(),
+            };
+            return Ok(Arc::new(EmptyExec::new(schema)));
+        }
         let runtime = state.runtime_env();
         // Table-relative paths resolve through the table's own store, registered once in
         // the runtime (each query's runtime shares the hub's registry).
@@ -234,9 +248,16 @@ mod tests {
             "| 0 |"
         );
         assert_eq!(
-            rows(provider, "SELECT id FROM t WHERE id > 1 LIMIT 5").await,
+            rows(provider.clone(), "SELECT id FROM t WHERE id > 1 LIMIT 5").await,
             ["++", "++"]
         );
+        // Plans that need their input in one partition.
+        for sql in [
+            "SELECT id FROM t ORDER BY id OFFSET 1",
+            "SELECT id, row_number() OVER () AS n FROM t",
+        ] {
+            assert_eq!(rows(provider.clone(), sql).await, ["++", "++"], "{sql}");
+        }
     }
 
     #[tokio::test]
