@@ -174,14 +174,7 @@ impl Changelog {
             let schema = if by_reference {
                 schema
             } else {
-                Arc::new(Schema::new(
-                    schema
-                        .fields()
-                        .iter()
-                        .filter(|f| !APPENDED_COLUMNS.contains(&f.name().as_str()))
-                        .cloned()
-                        .collect::<Vec<_>>(),
-                ))
+                without_appended_columns(&schema)
             };
             logs.insert(
                 pipeline.name.clone(),
@@ -241,14 +234,7 @@ impl Changelog {
     ) -> Result<Arc<dyn TableProvider>, StorageError> {
         let log = self.log(dataset)?;
         let provider = self.provider(dataset)?;
-        let shown: Vec<Field> = provider
-            .schema()
-            .fields()
-            .iter()
-            .filter(|f| !APPENDED_COLUMNS.contains(&f.name().as_str()))
-            .map(|f| f.as_ref().clone())
-            .collect();
-        let shown = Arc::new(Schema::new(shown));
+        let shown = without_appended_columns(&provider.schema());
         let in_range = col(SEQ).gt(lit(after)).and(col(SEQ).lt_eq(lit(upper)));
         let copied = if log.by_reference {
             in_range.and(col(OP).not_eq(lit(OP_APPENDED)))
@@ -341,10 +327,10 @@ impl Changelog {
     async fn extend(&self, dataset: &str, data: &DeltaTable) -> Result<(), StorageError> {
         let log = self.log(dataset)?;
         let mut table = log.table.lock().await;
+        let data_store = data.log_store().object_store(None);
         *log.data_store
             .write()
-            .map_err(|_| other(dataset, "store lock poisoned"))? =
-            Some(data.log_store().object_store(None));
+            .map_err(|_| other(dataset, "store lock poisoned"))? = Some(data_store.clone());
         let Some(latest) = data.version() else {
             return Ok(());
         };
@@ -378,10 +364,9 @@ impl Changelog {
                     appended: Some(paths),
                     ..
                 } if log.by_reference => {
-                    let store = data.log_store().object_store(None);
                     let mut files = Vec::with_capacity(paths.len());
                     for path in paths {
-                        let rows = file_rows(&store, &path)
+                        let rows = file_rows(&data_store, &path)
                             .await
                             .map_err(|e| other(dataset, format!("data file {path}: {e}")))?;
                         if rows == 0 {
@@ -694,8 +679,34 @@ async fn data_commit(
     Ok(Some((commit, micros)))
 }
 
-/// `batch`'s columns as `schema`'s, by name: cast where the type differs, null where
-/// missing (a column added to the dataset after the batch was written).
+/// The log's schema without the `_appended_*` columns: what readers of changes see.
+fn without_appended_columns(schema: &Schema) -> SchemaRef {
+    Arc::new(Schema::new(
+        schema
+            .fields()
+            .iter()
+            .filter(|f| !APPENDED_COLUMNS.contains(&f.name().as_str()))
+            .cloned()
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// `column` as `field`'s type: cast where the type differs (the log is written as `Utf8`,
+/// read with its scan's views), null where missing (a column added to the dataset after the
+/// batch was written).
+fn fitted(
+    column: Option<ArrayRef>,
+    field: &Field,
+    rows: usize,
+) -> Result<ArrayRef, arrow::error::ArrowError> {
+    match column {
+        Some(c) if c.data_type() == field.data_type() => Ok(c),
+        Some(c) => cast(&c, field.data_type()),
+        None => Ok(new_null_array(field.data_type(), rows)),
+    }
+}
+
+/// `batch`'s columns as `schema`'s, by name (see `fitted`).
 fn conform(
     schema: &SchemaRef,
     batch: &RecordBatch,
@@ -703,10 +714,12 @@ fn conform(
     let columns = schema
         .fields()
         .iter()
-        .map(|field| match batch.column_by_name(field.name()) {
-            Some(c) if c.data_type() == field.data_type() => Ok(c.clone()),
-            Some(c) => cast(c, field.data_type()),
-            None => Ok(new_null_array(field.data_type(), batch.num_rows())),
+        .map(|field| {
+            fitted(
+                batch.column_by_name(field.name()).cloned(),
+                field,
+                batch.num_rows(),
+            )
         })
         .collect::<Result<Vec<_>, _>>()?;
     RecordBatch::try_new(schema.clone(), columns)
@@ -815,27 +828,17 @@ fn numbered(
     let rows = batch.num_rows();
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
     for field in schema.fields() {
-        let column: ArrayRef = match field.name().as_str() {
-            SEQ => Arc::new(Int64Array::from_iter_values(
+        let column: Option<ArrayRef> = match field.name().as_str() {
+            SEQ => Some(Arc::new(Int64Array::from_iter_values(
                 (after + 1)..=(after + rows as i64),
-            )),
-            OP => Arc::new(StringArray::from(vec![op; rows])),
-            CHANGED_AT => Arc::new(
+            ))),
+            OP => Some(Arc::new(StringArray::from(vec![op; rows]))),
+            CHANGED_AT => Some(Arc::new(
                 TimestampMicrosecondArray::from(vec![changed_at; rows]).with_timezone("UTC"),
-            ),
-            name => match batch.column_by_name(name) {
-                Some(c) => c.clone(),
-                None => new_null_array(field.data_type(), rows),
-            },
+            )),
+            name => batch.column_by_name(name).cloned(),
         };
-        // The feed reads with the log's scan types (text as views); the log is written as
-        // `Utf8`.
-        let column = if column.data_type() == field.data_type() {
-            column
-        } else {
-            cast(&column, field.data_type())?
-        };
-        columns.push(column);
+        columns.push(fitted(column, field, rows)?);
     }
     RecordBatch::try_new(schema.clone(), columns)
 }

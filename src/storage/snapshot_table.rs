@@ -69,6 +69,9 @@ impl SnapshotTable {
         {
             return None;
         }
+        // The hub opens and commits tables with their file list loaded (delta-rs's default),
+        // so the snapshot's files are the table's; a table loaded without them would list
+        // none here.
         let mut files = Vec::new();
         for file in snapshot.log_data().iter() {
             // A deletion vector hides rows of the file; an absolute path (a shallow clone)

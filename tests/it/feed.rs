@@ -419,7 +419,8 @@ async fn appends_are_fed_from_their_own_files_page_by_page_masked_and_after_a_re
     let log = t.path().join("data/changes/visits");
     assert_eq!(log_rows_by_op(&log).await, [("appended".to_string(), 2)]);
 
-    // The publisher sees its data unmasked. Pages of two cross the first file's end (5 | 6) and start inside files.
+    // The publisher sees its data unmasked. Pages of two cross the first file's end (5 | 6)
+    // and start inside files.
     let publisher = read_all(&hub, "pub", "visits", 2).await;
     let seqs: Vec<i64> = publisher.iter().map(|r| r.0).collect();
     assert_eq!(seqs, (1..=9).collect::<Vec<_>>());

@@ -274,10 +274,31 @@ fn write_hub(dir: &Path, jsonl: &Path, keyed: bool) -> anyhow::Result<PathBuf> {
     Ok(config)
 }
 
-/// The median of 5 runs (after one warm-up) of `sql` in a plain DataFusion context with the
-/// table's Parquet files registered as `reports` (a table that was only appended to, so
-/// every file in its folder is live).
-async fn bare_datafusion(table: &Path, sql: &str, pushdown: bool) -> anyhow::Result<f64> {
+/// The median time of `runs` runs of `run`, after one warm-up run that is not timed.
+async fn median_seconds(
+    runs: usize,
+    mut run: impl AsyncFnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<f64> {
+    run().await?;
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs.max(1) {
+        let t = Instant::now();
+        run().await?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+/// The median of `runs` runs of `sql` in a plain DataFusion context with the table's
+/// Parquet files registered as `reports` (a table that was only appended to, so every file
+/// in its folder is live).
+async fn bare_datafusion(
+    table: &Path,
+    sql: &str,
+    pushdown: bool,
+    runs: usize,
+) -> anyhow::Result<f64> {
     use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
     let config = SessionConfig::new()
         .set_bool("datafusion.execution.parquet.pushdown_filters", pushdown)
@@ -289,16 +310,11 @@ async fn bare_datafusion(table: &Path, sql: &str, pushdown: bool) -> anyhow::Res
         ParquetReadOptions::default(),
     )
     .await?;
-    let mut times = Vec::new();
-    for i in 0..6 {
-        let t = Instant::now();
+    median_seconds(runs, async || {
         ctx.sql(sql).await?.collect().await?;
-        if i > 0 {
-            times.push(t.elapsed().as_secs_f64());
-        }
-    }
-    times.sort_by(f64::total_cmp);
-    Ok(times[times.len() / 2])
+        Ok(())
+    })
+    .await
 }
 
 fn peak_rss_mb() -> f64 {
@@ -390,17 +406,15 @@ async fn main() -> anyhow::Result<()> {
 
     let mut queries = serde_json::Map::new();
     if args.compare {
-        // What a query costs the hub before any data is read: its session and catalog
-        // (`SELECT 1`), then planning a scan of the table (a plan folded to nothing).
+        // What a query costs the hub beyond reading data: its session and catalog
+        // (`SELECT 1`), then those plus setting up a scan of the table (one batch read).
         for sql in ["SELECT 1", "SELECT service_code FROM reports LIMIT 1"] {
-            let mut times = Vec::new();
-            for _ in 0..21 {
-                let t = Instant::now();
+            let seconds = median_seconds(21, async || {
                 hub.sql(sql).await?;
-                times.push(t.elapsed().as_secs_f64());
-            }
-            times.sort_by(f64::total_cmp);
-            eprintln!("{sql}: hub {:.2} ms", times[times.len() / 2] * 1e3);
+                Ok(())
+            })
+            .await?;
+            eprintln!("{sql}: hub {:.2} ms", seconds * 1e3);
         }
     }
     if !args.no_queries {
@@ -414,20 +428,16 @@ async fn main() -> anyhow::Result<()> {
             {
                 continue;
             }
-            let mut times = Vec::new();
             let mut rows = 0;
-            for i in 0..=args.repeat.max(1) {
-                let t = Instant::now();
-                let result = hub
+            let seconds = median_seconds(args.repeat, async || {
+                rows = hub
                     .sql(&sql)
                     .await
-                    .with_context(|| format!("query {name}"))?;
-                if i > 0 {
-                    times.push(t.elapsed().as_secs_f64());
-                }
-                rows = result.row_count;
-            }
-            times.sort_by(f64::total_cmp);
+                    .with_context(|| format!("query {name}"))?
+                    .row_count;
+                Ok(())
+            })
+            .await?;
             if args.explain {
                 let plan = hub
                     .sql(&format!("EXPLAIN ANALYZE {sql}"))
@@ -439,18 +449,15 @@ async fn main() -> anyhow::Result<()> {
             if args.compare {
                 let table = hub_dir.join("data/tables/reports");
                 for pushdown in [false, true] {
-                    let seconds = bare_datafusion(&table, &sql, pushdown).await?;
+                    let bare = bare_datafusion(&table, &sql, pushdown, args.repeat).await?;
                     eprintln!(
                         "{name}: hub {:.1} ms, bare DataFusion (pushdown {pushdown}) {:.1} ms",
-                        times[times.len() / 2] * 1e3,
-                        seconds * 1e3
+                        seconds * 1e3,
+                        bare * 1e3
                     );
                 }
             }
-            queries.insert(
-                name,
-                json!({"seconds": times[times.len() / 2], "rows": rows}),
-            );
+            queries.insert(name, json!({"seconds": seconds, "rows": rows}));
         }
     }
     let out = json!({
