@@ -272,7 +272,14 @@ pub fn context(
         .with_information_schema(true)
         .with_target_partitions(std::thread::available_parallelism().map_or(2, |n| n.get()))
         .set_bool("datafusion.execution.parquet.reorder_filters", true);
-    let mut ctx = datafusion::prelude::SessionContext::new_with_config(config);
+    // Partial aggregations grouped by dictionary-encoded columns group by dictionary entry
+    // (`storage::dictionary_aggregate`); the rule runs after DataFusion's own.
+    let state = datafusion::execution::SessionStateBuilder::new()
+        .with_config(config)
+        .with_default_features()
+        .with_physical_optimizer_rule(Arc::new(crate::storage::DictionaryAggregation))
+        .build();
+    let mut ctx = datafusion::prelude::SessionContext::new_with_state(state);
     ctx.add_optimizer_rule(crate::query::utc_interval::UtcIntervalAsDuration::rule());
     register_all(&mut ctx, calendar, units, time_zone);
     ctx

@@ -5,9 +5,13 @@
 //! are opened by URL through `object_store`; S3 needs deltalake's `s3` feature and a URL.
 
 mod dedupe;
+mod dictionary_aggregate;
+mod dictionary_scan;
 pub mod parallel_writer;
 pub mod quarantine;
 mod snapshot_table;
+
+pub use dictionary_aggregate::DictionaryAggregation;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -14,32 +14,58 @@
 //! so a query never sees half a commit. Filters are left to DataFusion's own pushdown: row
 //! groups and pages are pruned by their statistics, and rows are filtered while decoding
 //! only when the session asks (`datafusion.execution.parquet.pushdown_filters`).
+//!
+//! A filter on a string column that every file stores dictionary-encoded is evaluated on
+//! the dictionary instead of on every row (`dictionary_scan`): the scan then reads that
+//! column as an Arrow dictionary, for that query only.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::Session;
-use datafusion::common::Result;
 use datafusion::common::config::TableParquetOptions;
+use datafusion::common::{DFSchema, Result};
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::object_store::ObjectStoreUrl;
 use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
+use datafusion::datasource::physical_plan::parquet::ParquetFileReaderFactory;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::table_schema::TableSchema;
 use datafusion::datasource::{TableProvider, TableType};
+use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use deltalake::DeltaTable;
 use object_store::{ObjectMeta, ObjectStore};
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
+use parquet::basic::{Encoding, PageType};
+use parquet::file::metadata::ColumnChunkMetaData;
+
+use super::dictionary_scan::{ColumnCondition, DictionaryScanExec, dictionary_type};
 
 pub struct SnapshotTable {
     schema: SchemaRef,
     store_url: ObjectStoreUrl,
     store: Arc<dyn ObjectStore>,
     files: Vec<PartitionedFile>,
+    /// What the files' footers say, read by the first scan that filters a string column.
+    layouts: tokio::sync::OnceCell<Arc<FileLayouts>>,
+}
+
+/// What the footers of a snapshot's files say about their string columns.
+#[derive(Debug)]
+struct FileLayouts {
+    /// Each file's Arrow schema as the Parquet reader derives it (in `files`' order).
+    schemas: Vec<SchemaRef>,
+    /// The string columns every file stores dictionary-encoded in every row group (or
+    /// lacks).
+    dictionary_columns: HashSet<String>,
 }
 
 impl std::fmt::Debug for SnapshotTable {
@@ -95,6 +121,7 @@ impl SnapshotTable {
             store_url: log_store.object_store_url(),
             store: log_store.object_store(None),
             files,
+            layouts: tokio::sync::OnceCell::new(),
         })
     }
 }
@@ -122,7 +149,7 @@ impl TableProvider for SnapshotTable {
         &self,
         state: &dyn Session,
         projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
+        filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         if self.files.is_empty() {
@@ -140,27 +167,252 @@ impl TableProvider for SnapshotTable {
         if runtime.object_store(&self.store_url).is_err() {
             runtime.register_object_store(self.store_url.as_ref(), self.store.clone());
         }
+        if let Some(plan) = self
+            .dictionary_scan(state, projection, filters, limit)
+            .await?
+        {
+            return Ok(plan);
+        }
+        let config = FileScanConfigBuilder::new(
+            self.store_url.clone(),
+            Arc::new(self.source(state, self.schema.clone())),
+        )
+        .with_file_groups(self.groups(state, self.files.clone()))
+        .with_projection_indices(projection.cloned())?
+        .with_limit(limit)
+        .build();
+        Ok(DataSourceExec::from_data_source(config))
+    }
+}
+
+impl SnapshotTable {
+    /// A Parquet source reading the files as `schema`, with the session's options.
+    fn source(&self, state: &dyn Session, schema: SchemaRef) -> ParquetSource {
         let options = TableParquetOptions {
             global: state.config_options().execution.parquet.clone(),
             ..Default::default()
         };
-        // Footers are read once per file and kept in the runtime's metadata cache.
-        let reader = CachedParquetFileReaderFactory::new(
+        ParquetSource::new(TableSchema::from(schema))
+            .with_table_parquet_options(options)
+            .with_parquet_file_reader_factory(Arc::new(self.reader_factory(state.runtime_env())))
+    }
+
+    /// Footers are read once per file and kept in the runtime's metadata cache.
+    fn reader_factory(&self, runtime: &RuntimeEnv) -> CachedParquetFileReaderFactory {
+        CachedParquetFileReaderFactory::new(
             self.store.clone(),
             runtime.cache_manager.get_file_metadata_cache(),
-        );
-        let source = ParquetSource::new(TableSchema::from(self.schema.clone()))
-            .with_table_parquet_options(options)
-            .with_parquet_file_reader_factory(Arc::new(reader));
-        let groups = FileGroup::new(self.files.clone())
-            .split_files(state.config().target_partitions().max(1));
+        )
+    }
+
+    fn groups(&self, state: &dyn Session, files: Vec<PartitionedFile>) -> Vec<FileGroup> {
+        FileGroup::new(files).split_files(state.config().target_partitions().max(1))
+    }
+
+    /// The scan when some projected string columns are dictionary-encoded in every file:
+    /// those are read as dictionaries (so that a partial aggregation grouped by them can
+    /// group by dictionary entry, `dictionary_aggregate`), the filters that test one of
+    /// them each are evaluated on the dictionaries, and the scan hands the table's types
+    /// upwards (`DictionaryScanExec`). `None` when no projected column is of that kind.
+    async fn dictionary_scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+        let is_string = |index: usize| {
+            matches!(
+                self.schema.field(index).data_type(),
+                DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8
+            )
+        };
+        let projected: Vec<usize> = match projection {
+            Some(p) => p.clone(),
+            None => (0..self.schema.fields().len()).collect(),
+        };
+        if !projected.iter().any(|i| is_string(*i)) {
+            return Ok(None);
+        }
+        let layouts = match self.layouts(state.runtime_env()).await {
+            Ok(layouts) => layouts,
+            Err(error) => {
+                // The ordinary scan will meet the same footer and report it.
+                tracing::debug!(%error, "reading the footers for a dictionary scan");
+                return Ok(None);
+            }
+        };
+        let dictionary_columns: HashSet<usize> = projected
+            .iter()
+            .copied()
+            .filter(|i| {
+                is_string(*i)
+                    && layouts
+                        .dictionary_columns
+                        .contains(self.schema.field(*i).name())
+            })
+            .collect();
+        if dictionary_columns.is_empty() {
+            return Ok(None);
+        }
+        // Conditions on one dictionary column, the same whichever row they are evaluated on.
+        let single_column = |expr: &Expr| -> Option<usize> {
+            let refs = expr.column_refs();
+            let column = refs.iter().next().filter(|_| refs.len() == 1)?;
+            let index = self.schema.index_of(&column.name).ok()?;
+            (dictionary_columns.contains(&index) && !expr.is_volatile()).then_some(index)
+        };
+        let mut conditions = Vec::new();
+        for conjunct in filters.iter().flat_map(split_conjunction) {
+            let (Some(index), Some(position)) = (
+                single_column(conjunct),
+                single_column(conjunct).and_then(|i| projected.iter().position(|p| *p == i)),
+            ) else {
+                continue;
+            };
+            let field = self.schema.field(index);
+            // Nullable whatever the column: the condition is also evaluated on a null,
+            // the value of rows without one.
+            let value_schema = Arc::new(Schema::new(vec![field.clone().with_nullable(true)]));
+            let planned = DFSchema::try_from(value_schema.as_ref().clone())
+                .and_then(|df| state.create_physical_expr(conjunct.clone(), &df));
+            // A condition that does not plan here is left to DataFusion's filter above.
+            if let Ok(predicate) = planned {
+                conditions.push(ColumnCondition {
+                    column: position,
+                    predicate,
+                    value_schema,
+                });
+            }
+        }
+        let as_dictionary = |field: &Field| field.clone().with_data_type(dictionary_type());
+        let inner: SchemaRef = Arc::new(Schema::new_with_metadata(
+            self.schema
+                .fields()
+                .iter()
+                .enumerate()
+                .map(|(i, f)| {
+                    if dictionary_columns.contains(&i) {
+                        Arc::new(as_dictionary(f.as_ref()))
+                    } else {
+                        f.clone()
+                    }
+                })
+                .collect::<Vec<_>>(),
+            self.schema.metadata().clone(),
+        ));
+        // Each file is told to read those columns as dictionaries.
+        let names: HashSet<&String> = dictionary_columns
+            .iter()
+            .map(|i| self.schema.field(*i).name())
+            .collect();
+        let files = self
+            .files
+            .iter()
+            .zip(&layouts.schemas)
+            .map(|(file, schema)| {
+                let hinted = Schema::new_with_metadata(
+                    schema
+                        .fields()
+                        .iter()
+                        .map(|f| {
+                            if names.contains(f.name()) {
+                                Arc::new(as_dictionary(f.as_ref()))
+                            } else {
+                                f.clone()
+                            }
+                        })
+                        .collect::<Vec<_>>(),
+                    schema.metadata().clone(),
+                );
+                file.clone().with_arrow_schema(Arc::new(hinted))
+            })
+            .collect();
+        // The other conditions reach the Parquet source through DataFusion's filter
+        // pushdown (`DictionaryScanExec` lets through those on other columns).
+        let source = self.source(state, inner.clone());
+        // Without conditions here every row goes up: the limit can stay with the scan.
+        let limit = if conditions.is_empty() { limit } else { None };
         let config = FileScanConfigBuilder::new(self.store_url.clone(), Arc::new(source))
-            .with_file_groups(groups)
-            .with_projection_indices(projection.cloned())?
+            .with_file_groups(self.groups(state, files))
+            .with_projection_indices(Some(projected.clone()))?
             .with_limit(limit)
             .build();
-        Ok(DataSourceExec::from_data_source(config))
+        Ok(Some(Arc::new(DictionaryScanExec::new(
+            DataSourceExec::from_data_source(config),
+            conditions,
+            Arc::new(self.schema.project(&projected)?),
+        ))))
     }
+
+    /// The files' footers, read once per snapshot.
+    async fn layouts(&self, runtime: &RuntimeEnv) -> Result<Arc<FileLayouts>> {
+        self.layouts
+            .get_or_try_init(|| async {
+                let factory = self.reader_factory(runtime);
+                let metrics = ExecutionPlanMetricsSet::new();
+                let mut schemas = Vec::with_capacity(self.files.len());
+                let mut dictionary_columns: HashSet<String> = self
+                    .schema
+                    .fields()
+                    .iter()
+                    .filter(|f| {
+                        matches!(
+                            f.data_type(),
+                            DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8
+                        )
+                    })
+                    .map(|f| f.name().clone())
+                    .collect();
+                for file in &self.files {
+                    let mut reader = factory.create_reader(0, file.clone(), None, &metrics)?;
+                    let metadata = reader.get_metadata(None).await?;
+                    let arrow =
+                        ArrowReaderMetadata::try_new(metadata.clone(), ArrowReaderOptions::new())?;
+                    let schema = arrow.schema().clone();
+                    let parquet_schema = metadata.file_metadata().schema_descr();
+                    dictionary_columns.retain(|name| {
+                        let Some((leaf, field)) =
+                            parquet::arrow::parquet_column(parquet_schema, &schema, name)
+                        else {
+                            // The file predates the column: it reads as nulls.
+                            return schema.field_with_name(name).is_err();
+                        };
+                        matches!(field.data_type(), DataType::Utf8 | DataType::LargeUtf8)
+                            && metadata
+                                .row_groups()
+                                .iter()
+                                .all(|group| fully_dictionary_encoded(group.column(leaf)))
+                    });
+                    schemas.push(schema);
+                }
+                Ok(Arc::new(FileLayouts {
+                    schemas,
+                    dictionary_columns,
+                }))
+            })
+            .await
+            .cloned()
+    }
+}
+
+/// Whether every data page of `column` indexes its dictionary (none fell back to plain
+/// values, as a writer does when the dictionary grows too large).
+fn fully_dictionary_encoded(column: &ColumnChunkMetaData) -> bool {
+    let dictionary =
+        |e: Encoding| matches!(e, Encoding::RLE_DICTIONARY | Encoding::PLAIN_DICTIONARY);
+    if column.dictionary_page_offset().is_none() {
+        return false;
+    }
+    if let Some(mask) = column.page_encoding_stats_mask() {
+        return mask.is_only(Encoding::RLE_DICTIONARY) || mask.is_only(Encoding::PLAIN_DICTIONARY);
+    }
+    column.page_encoding_stats().is_some_and(|stats| {
+        stats
+            .iter()
+            .filter(|s| matches!(s.page_type, PageType::DATA_PAGE | PageType::DATA_PAGE_V2))
+            .all(|s| dictionary(s.encoding))
+    })
 }
 
 #[cfg(test)]
@@ -289,5 +541,228 @@ mod tests {
             rows(provider, "SELECT id, unit FROM t ORDER BY id").await[3],
             "| 1  | A    |"
         );
+    }
+
+    /// The plan DataFusion runs for `sql`, with each operator's metrics.
+    async fn analyzed(provider: Arc<dyn TableProvider>, sql: &str) -> String {
+        rows(provider, &format!("EXPLAIN ANALYZE {sql}"))
+            .await
+            .join("\n")
+    }
+
+    /// How many rows the dictionary filter let through, from an analyzed plan.
+    fn dictionary_filter_rows(plan: &str) -> Option<usize> {
+        let line = plan.lines().find(|l| l.contains("DictionaryScanExec"))?;
+        let rest = &line[line.find("output_rows=")? + "output_rows=".len()..];
+        rest.split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
+    }
+
+    async fn write_kinds(
+        table: DeltaTable,
+        ids: Vec<i64>,
+        kinds: Vec<Option<&str>>,
+        dictionary: bool,
+    ) -> DeltaTable {
+        use deltalake::parquet::file::properties::WriterProperties;
+        let units: Vec<Option<&str>> = ids
+            .iter()
+            .map(|id| [Some("xã A"), Some("xã B"), None][*id as usize % 3])
+            .collect();
+        table
+            .write(vec![batch(vec![
+                ("id", Arc::new(Int64Array::from(ids))),
+                ("kind", Arc::new(StringArray::from(kinds))),
+                ("unit", Arc::new(StringArray::from(units))),
+            ])])
+            .with_save_mode(SaveMode::Append)
+            .with_writer_properties(
+                WriterProperties::builder()
+                    .set_dictionary_enabled(dictionary)
+                    .build(),
+            )
+            .await
+            .unwrap()
+    }
+
+    async fn kinds_table(dir: &std::path::Path, dictionary: bool) -> Arc<dyn TableProvider> {
+        let store = TableStore::new(dir);
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("kind", DataType::Utf8, true),
+            Field::new("unit", DataType::Utf8, true),
+        ]));
+        let table = store.open("t", &schema).await.unwrap();
+        let kinds = vec![
+            Some("rác"),
+            Some("vỉa hè"),
+            Some("rác thải"),
+            None,
+            Some("vỉa hè"),
+            Some("khác"),
+        ];
+        let table = write_kinds(table, (1..=6).collect(), kinds, dictionary).await;
+        // A second file, whose dictionary holds other values in another order.
+        let table = write_kinds(
+            table,
+            vec![7, 8],
+            vec![Some("khác"), Some("rác")],
+            dictionary,
+        )
+        .await;
+        store.provider("t", &table).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_filter_on_a_dictionary_encoded_column_is_evaluated_on_its_dictionary() {
+        let dir = tempfile::tempdir().unwrap();
+        let provider = kinds_table(dir.path(), true).await;
+        // A filter, the ids it selects, and how many rows pass its conditions on `kind`.
+        let cases = [
+            ("kind LIKE '%rác%'", vec!["1", "3", "8"], 3),
+            ("kind IS NULL", vec!["4"], 1),
+            ("kind = 'vỉa hè' AND id > 2", vec!["5"], 2),
+            (
+                "upper(kind) = 'KHÁC' OR kind IS NULL",
+                vec!["4", "6", "7"],
+                3,
+            ),
+            ("kind IN ('khác', 'không có')", vec!["6", "7"], 2),
+        ];
+        for (filter, ids, passing) in cases {
+            let sql = format!("SELECT id, kind FROM t WHERE {filter} ORDER BY id");
+            let got: Vec<String> = rows(provider.clone(), &sql).await[3..]
+                .iter()
+                .filter(|l| !l.starts_with('+'))
+                .map(|l| l.split('|').nth(1).unwrap().trim().to_string())
+                .collect();
+            assert_eq!(got, ids, "{filter}");
+            // The dictionary filter itself kept exactly those rows (DataFusion's own
+            // filter above it would hide rows it let through wrongly).
+            let plan = analyzed(provider.clone(), &sql).await;
+            assert_eq!(
+                dictionary_filter_rows(&plan),
+                Some(passing),
+                "{filter}\n{plan}"
+            );
+        }
+        // The column keeps the table's type in what the query returns.
+        let ctx = SessionContext::new();
+        ctx.register_table("t", provider.clone()).unwrap();
+        let batches = ctx
+            .sql("SELECT kind FROM t WHERE kind LIKE 'r%'")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let kind_type = provider
+            .schema()
+            .field_with_name("kind")
+            .unwrap()
+            .data_type()
+            .clone();
+        assert!(!matches!(kind_type, DataType::Dictionary(..)));
+        assert_eq!(batches[0].schema().field(0).data_type(), &kind_type);
+        // A filter on another column only leaves the dictionary scan without conditions.
+        let plan = analyzed(provider, "SELECT kind FROM t WHERE id = 2").await;
+        assert!(plan.contains("DictionaryScanExec: []"), "{plan}");
+    }
+
+    #[tokio::test]
+    async fn a_column_stored_as_plain_values_is_filtered_row_by_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let provider = kinds_table(dir.path(), false).await;
+        let sql = "SELECT id FROM t WHERE kind LIKE '%rác%' ORDER BY id";
+        assert_eq!(
+            rows(provider.clone(), sql).await[3..6],
+            ["| 1  |", "| 3  |", "| 8  |"]
+        );
+        let plan = analyzed(provider, sql).await;
+        assert!(!plan.contains("DictionaryScanExec"), "{plan}");
+    }
+
+    /// The hub's rule added to DataFusion's defaults, or not.
+    fn context(dictionary_aggregation: bool) -> SessionContext {
+        let mut builder = datafusion::execution::SessionStateBuilder::new().with_default_features();
+        if dictionary_aggregation {
+            builder = builder.with_physical_optimizer_rule(Arc::new(
+                super::super::dictionary_aggregate::DictionaryAggregation,
+            ));
+        }
+        SessionContext::new_with_state(builder.build())
+    }
+
+    async fn pretty(ctx: &SessionContext, sql: &str) -> String {
+        let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+        arrow::util::pretty::pretty_format_batches(&batches)
+            .unwrap()
+            .to_string()
+    }
+
+    #[tokio::test]
+    async fn grouping_by_dictionary_columns_gives_datafusion_s_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let provider = kinds_table(dir.path(), true).await;
+        let (with_rule, without) = (context(true), context(false));
+        for ctx in [&with_rule, &without] {
+            ctx.register_table("t", provider.clone()).unwrap();
+        }
+        for sql in [
+            "SELECT kind, count(*) AS n, sum(id) AS s, min(id) AS lo, max(unit) AS hi \
+             FROM t GROUP BY kind ORDER BY kind",
+            "SELECT unit, kind, count(*) AS n, avg(id) FILTER (WHERE id > 2) AS a \
+             FROM t GROUP BY unit, kind ORDER BY unit, kind",
+            "SELECT kind, count(DISTINCT id) AS ids, count(unit) AS n \
+             FROM t GROUP BY kind ORDER BY kind",
+        ] {
+            let expected = pretty(&without, sql).await;
+            assert_eq!(pretty(&with_rule, sql).await, expected, "{sql}");
+            let plan = pretty(&with_rule, &format!("EXPLAIN {sql}")).await;
+            assert!(plan.contains("DictionaryAggregateExec"), "{sql}\n{plan}");
+        }
+        // With a filter, DataFusion's own filter sits between the scan and the partial
+        // aggregation (the table's filters are inexact): it is applied there too.
+        for sql in [
+            "SELECT kind, count(*) AS n FROM t WHERE kind LIKE '%r%' AND id > 1 \
+             GROUP BY kind ORDER BY kind",
+            "SELECT unit, count(*) AS n FROM t WHERE kind = 'không có' GROUP BY unit",
+            "SELECT unit, count(*) AS n, sum(id) AS s FROM t WHERE id > 2 GROUP BY unit ORDER BY unit",
+        ] {
+            assert_eq!(
+                pretty(&with_rule, sql).await,
+                pretty(&without, sql).await,
+                "{sql}"
+            );
+            let plan = pretty(&with_rule, &format!("EXPLAIN {sql}")).await;
+            assert!(plan.contains("DictionaryAggregateExec"), "{sql}\n{plan}");
+        }
+        // An aggregate without a group accumulator (a distinct count of strings) is
+        // DataFusion's, with the same answer.
+        let sql = "SELECT kind, count(DISTINCT unit) AS units FROM t GROUP BY kind ORDER BY kind";
+        assert_eq!(pretty(&with_rule, sql).await, pretty(&without, sql).await);
+        // A group per kind, the null one included.
+        let counts = pretty(
+            &with_rule,
+            "SELECT kind, count(*) AS n FROM t GROUP BY kind ORDER BY kind",
+        )
+        .await;
+        assert!(counts.contains("|          | 1 |"), "{counts}");
+        assert!(counts.contains("| rác      | 2 |"), "{counts}");
+        // Grouping by an expression, or by a column read as plain values, stays DataFusion's.
+        let plan = pretty(
+            &with_rule,
+            "EXPLAIN SELECT upper(kind), count(*) FROM t GROUP BY upper(kind)",
+        )
+        .await;
+        assert!(!plan.contains("DictionaryAggregateExec"), "{plan}");
+        let plain_dir = tempfile::tempdir().unwrap();
+        let plain = kinds_table(plain_dir.path(), false).await;
+        let ctx = context(true);
+        ctx.register_table("t", plain).unwrap();
+        let plan = pretty(&ctx, "EXPLAIN SELECT kind, count(*) FROM t GROUP BY kind").await;
+        assert!(!plan.contains("DictionaryAggregateExec"), "{plan}");
     }
 }

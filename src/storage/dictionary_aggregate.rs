@@ -1,0 +1,608 @@
+//! Grouping by dictionary-encoded string columns by their dictionaries' entries.
+//!
+//! DataFusion's hash aggregation hashes and compares every row's string to find its group.
+//! When the grouped columns come from a [`DictionaryScanExec`] (the scan read them as
+//! dictionaries and only casts them back), a row's group follows from its dictionary index:
+//! each distinct value of a dictionary is looked up once, and a row costs one array read.
+//! [`DictionaryAggregation`] is the physical optimizer rule that replaces such a partial
+//! aggregation (the per-partition half; DataFusion's final half merges as before) by a
+//! [`DictionaryAggregateExec`], which feeds DataFusion's own group accumulators, so every
+//! aggregate function that has one (count, sum, avg, min, max, ...) keeps its exact
+//! semantics. Anything else (grouping sets, ordered aggregates, more than two grouped
+//! columns, a group-by limit) stays with DataFusion.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringViewBuilder};
+use arrow::compute::{cast, filter_record_batch};
+use arrow::datatypes::{DataType, Int32Type, SchemaRef};
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{DataFusionError, Result};
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::EmitTo;
+use datafusion::logical_expr::GroupsAccumulator;
+use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::utils::collect_columns;
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode, aggregate_expressions};
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties,
+    PlanProperties, ReplaceChildrenOptions,
+};
+use futures::StreamExt;
+
+use super::dictionary_scan::{BatchFilter, ColumnCondition, DictionaryScanExec, to_table_types};
+
+/// The most grouped columns handled here: a group is then one `u64` of two value numbers.
+const MAX_GROUP_COLUMNS: usize = 2;
+
+/// Replaces partial aggregations grouped by dictionary columns, see the module's comment.
+#[derive(Debug, Default)]
+pub struct DictionaryAggregation;
+
+impl PhysicalOptimizerRule for DictionaryAggregation {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        _config: &ConfigOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        plan.transform_up(|node| {
+            Ok(match DictionaryAggregateExec::replacing(&node)? {
+                Some(replacement) => Transformed::yes(Arc::new(replacement) as _),
+                None => Transformed::no(node),
+            })
+        })
+        .map(|t| t.data)
+    }
+
+    fn name(&self) -> &str {
+        "dictionary_aggregation"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
+
+/// A partial aggregation over a [`DictionaryScanExec`]'s scan, grouped by columns that
+/// scan reads as dictionaries.
+#[derive(Debug)]
+pub struct DictionaryAggregateExec {
+    /// The Parquet scan (dictionary columns as dictionaries).
+    input: Arc<dyn ExecutionPlan>,
+    /// The dictionary scan's conditions, applied first.
+    conditions: Vec<ColumnCondition>,
+    /// DataFusion's filter that stood between the scan and the aggregation, then.
+    row_filter: Option<Arc<dyn PhysicalExpr>>,
+    /// The rows as the aggregate expressions were planned on (the table's types).
+    table_schema: SchemaRef,
+    /// The grouped columns' indices in the input.
+    group_columns: Vec<usize>,
+    aggregates: Vec<Arc<AggregateFunctionExpr>>,
+    /// Each aggregate's argument expressions, and its `FILTER (WHERE ...)`.
+    arguments: Vec<Vec<Arc<dyn PhysicalExpr>>>,
+    filters: Vec<Option<Arc<dyn PhysicalExpr>>>,
+    /// The replaced aggregation's output: groups, then each accumulator's state.
+    schema: SchemaRef,
+    properties: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl DictionaryAggregateExec {
+    /// The replacement for `node`, when it is a partial aggregation this operator can do.
+    fn replacing(node: &Arc<dyn ExecutionPlan>) -> Result<Option<DictionaryAggregateExec>> {
+        let any: &dyn std::any::Any = node.as_ref();
+        let Some(aggregate) = any.downcast_ref::<AggregateExec>() else {
+            return Ok(None);
+        };
+        // The scan, directly below or under DataFusion's own filter (a condition on other
+        // columns, or the inexact re-check of the scan's own); `columns` maps the
+        // aggregation's input columns to the scan's.
+        let input: &dyn std::any::Any = aggregate.input().as_ref();
+        let (scan, row_filter, columns) = if let Some(filter) = input.downcast_ref::<FilterExec>() {
+            let below: &dyn std::any::Any = filter.input().as_ref();
+            let Some(scan) = below.downcast_ref::<DictionaryScanExec>() else {
+                return Ok(None);
+            };
+            if filter.fetch().is_some() {
+                return Ok(None);
+            }
+            let columns: Vec<usize> = match filter.projection() {
+                Some(p) => p.to_vec(),
+                None => (0..scan.schema().fields().len()).collect(),
+            };
+            (scan, Some(filter.predicate().clone()), columns)
+        } else if let Some(scan) = input.downcast_ref::<DictionaryScanExec>() {
+            (scan, None, (0..scan.schema().fields().len()).collect())
+        } else {
+            return Ok(None);
+        };
+        let group_by = aggregate.group_expr();
+        if *aggregate.mode() != AggregateMode::Partial
+            || !group_by.is_single()
+            || group_by.expr().is_empty()
+            || group_by.expr().len() > MAX_GROUP_COLUMNS
+            || aggregate.limit_options().is_some()
+            || !aggregate.dynamic_expressions_produced().is_empty()
+            || aggregate
+                .aggr_expr()
+                .iter()
+                .any(|a| !a.groups_accumulator_supported() || !a.order_bys().is_empty())
+        {
+            return Ok(None);
+        }
+        let dictionary = scan.dictionary_columns();
+        let mut group_columns = Vec::new();
+        for (expr, _) in group_by.expr() {
+            let any: &dyn std::any::Any = expr.as_ref();
+            let scan_column = any
+                .downcast_ref::<Column>()
+                .and_then(|column| columns.get(column.index()).copied());
+            match scan_column {
+                Some(index) if dictionary.contains(&index) => group_columns.push(index),
+                _ => return Ok(None),
+            }
+        }
+        let to_scan = |expr: &Arc<dyn PhysicalExpr>| in_scan_columns(expr, &columns);
+        let arguments = aggregate_expressions(aggregate.aggr_expr(), aggregate.mode(), 0)?
+            .iter()
+            .map(|exprs| exprs.iter().map(to_scan).collect::<Result<Vec<_>>>())
+            .collect::<Result<Vec<_>>>()?;
+        let filters = aggregate
+            .filter_expr()
+            .iter()
+            .map(|f| f.as_ref().map(to_scan).transpose())
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some(DictionaryAggregateExec::new(
+            scan.input().clone(),
+            scan.conditions().to_vec(),
+            row_filter,
+            scan.schema(),
+            group_columns,
+            aggregate.aggr_expr().to_vec(),
+            arguments,
+            filters,
+            aggregate.schema(),
+        )))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        input: Arc<dyn ExecutionPlan>,
+        conditions: Vec<ColumnCondition>,
+        row_filter: Option<Arc<dyn PhysicalExpr>>,
+        table_schema: SchemaRef,
+        group_columns: Vec<usize>,
+        aggregates: Vec<Arc<AggregateFunctionExpr>>,
+        arguments: Vec<Vec<Arc<dyn PhysicalExpr>>>,
+        filters: Vec<Option<Arc<dyn PhysicalExpr>>>,
+        schema: SchemaRef,
+    ) -> Self {
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(schema.clone()),
+            input.output_partitioning().clone(),
+            datafusion::physical_plan::execution_plan::EmissionType::Final,
+            input.boundedness(),
+        ));
+        DictionaryAggregateExec {
+            input,
+            conditions,
+            row_filter,
+            table_schema,
+            group_columns,
+            aggregates,
+            arguments,
+            filters,
+            schema,
+            properties,
+            metrics: ExecutionPlanMetricsSet::new(),
+        }
+    }
+}
+
+impl DisplayAs for DictionaryAggregateExec {
+    fn fmt_as(&self, _: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let groups: Vec<&str> = self
+            .group_columns
+            .iter()
+            .map(|i| self.table_schema.field(*i).name().as_str())
+            .collect();
+        let aggregates: Vec<&str> = self.aggregates.iter().map(|a| a.name()).collect();
+        write!(
+            f,
+            "DictionaryAggregateExec: gby=[{}], aggr=[{}]",
+            groups.join(", "),
+            aggregates.join(", ")
+        )
+    }
+}
+
+impl ExecutionPlan for DictionaryAggregateExec {
+    fn name(&self) -> &'static str {
+        "DictionaryAggregateExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        let conditions = self.conditions.iter().map(|c| &c.predicate);
+        let conditions = conditions.chain(self.row_filter.iter());
+        let arguments = self.arguments.iter().flatten();
+        for expr in conditions
+            .chain(arguments)
+            .chain(self.filters.iter().flatten())
+        {
+            if f(expr)? == TreeNodeRecursion::Stop {
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        _options: ReplaceChildrenOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.len() != 1 {
+            return Err(DataFusionError::Internal(format!(
+                "DictionaryAggregateExec takes one child, got {}",
+                children.len()
+            )));
+        }
+        Ok(Arc::new(DictionaryAggregateExec::new(
+            children.swap_remove(0),
+            self.conditions.clone(),
+            self.row_filter.clone(),
+            self.table_schema.clone(),
+            self.group_columns.clone(),
+            self.aggregates.clone(),
+            self.arguments.clone(),
+            self.filters.clone(),
+            self.schema.clone(),
+        )))
+    }
+
+    #[allow(deprecated)]
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.replace_children(
+            children,
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+        )
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let mut input = self.input.execute(partition, context.clone())?;
+        let mut state = Groups::new(self, &context, partition)?;
+        let metrics = BaselineMetrics::new(&self.metrics, partition);
+        let schema = self.schema.clone();
+        let stream = futures::stream::once(async move {
+            while let Some(batch) = input.next().await {
+                let timer = metrics.elapsed_compute().timer();
+                state.add(batch?)?;
+                timer.done();
+            }
+            let output = state.emit()?;
+            metrics.record_output(output.num_rows());
+            Ok(output)
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+}
+
+/// One grouped column's distinct values so far, and how the current dictionary's entries
+/// map onto them.
+struct GroupColumn {
+    index: usize,
+    /// Value → its number (the order values were first seen); nulls are `None`.
+    numbers: HashMap<Option<String>, u32>,
+    values: Vec<Option<String>>,
+    /// The dictionary `entry_numbers` was computed for.
+    dictionary: Option<ArrayRef>,
+    /// The current dictionary's entries' numbers, then the number of a null row.
+    entry_numbers: Vec<u32>,
+}
+
+impl GroupColumn {
+    fn number(&mut self, value: Option<&str>) -> u32 {
+        if let Some(n) = self.numbers.get(&value.map(str::to_string)) {
+            return *n;
+        }
+        let n = self.values.len() as u32;
+        self.values.push(value.map(str::to_string));
+        self.numbers.insert(value.map(str::to_string), n);
+        n
+    }
+
+    /// Each row's value number.
+    fn row_numbers(&mut self, column: &ArrayRef) -> Result<Vec<u32>> {
+        let Some(dictionary) = column.as_dictionary_opt::<Int32Type>() else {
+            return Err(DataFusionError::Internal(format!(
+                "a grouped column arrived as {}, not as a dictionary",
+                column.data_type()
+            )));
+        };
+        let entries = dictionary.values();
+        let current = self
+            .dictionary
+            .as_ref()
+            .is_some_and(|d| d.to_data().ptr_eq(&entries.to_data()));
+        if !current {
+            let strings = cast(entries, &DataType::Utf8)?;
+            let strings = strings.as_string::<i32>();
+            let mut numbers = Vec::with_capacity(strings.len() + 1);
+            for i in 0..strings.len() {
+                let value = strings.is_valid(i).then(|| strings.value(i));
+                numbers.push(self.number(value));
+            }
+            numbers.push(self.number(None));
+            self.entry_numbers = numbers;
+            self.dictionary = Some(entries.clone());
+        }
+        let null = self.entry_numbers.len() - 1;
+        let keys = dictionary.keys();
+        Ok((0..keys.len())
+            .map(|row| {
+                let entry = if keys.is_null(row) {
+                    null
+                } else {
+                    usize::try_from(keys.value(row)).unwrap_or(null)
+                };
+                self.entry_numbers.get(entry).copied().unwrap_or(u32::MAX)
+            })
+            .collect())
+    }
+
+    /// The values of `groups` (value numbers), as an array of `data_type`.
+    fn array(&self, numbers: impl Iterator<Item = u32>, data_type: &DataType) -> Result<ArrayRef> {
+        let mut builder = StringViewBuilder::new();
+        for n in numbers {
+            builder.append_option(self.values.get(n as usize).and_then(|v| v.as_deref()));
+        }
+        let array: ArrayRef = Arc::new(builder.finish());
+        Ok(if array.data_type() == data_type {
+            array
+        } else {
+            cast(&array, data_type)?
+        })
+    }
+}
+
+/// A partition's groups and their accumulators.
+struct Groups {
+    filter: BatchFilter,
+    row_filter: Option<Arc<dyn PhysicalExpr>>,
+    /// The columns `row_filter` reads.
+    row_filter_columns: HashSet<usize>,
+    columns: Vec<GroupColumn>,
+    /// With one grouped column: a value number → its group's index (`usize::MAX`: none yet).
+    dense: Vec<usize>,
+    /// With two: both value numbers, packed → the group's index.
+    index: datafusion::common::HashMap<u64, usize>,
+    /// Each group's key, by index.
+    keys: Vec<u64>,
+    accumulators: Vec<Box<dyn GroupsAccumulator>>,
+    arguments: Vec<Vec<Arc<dyn PhysicalExpr>>>,
+    filters: Vec<Option<Arc<dyn PhysicalExpr>>>,
+    /// The columns the arguments and filters read: only those are cast to the table's types.
+    read_columns: HashSet<usize>,
+    table_schema: SchemaRef,
+    schema: SchemaRef,
+    reservation: MemoryReservation,
+}
+
+impl Groups {
+    fn new(
+        exec: &DictionaryAggregateExec,
+        context: &Arc<TaskContext>,
+        partition: usize,
+    ) -> Result<Self> {
+        let accumulators = exec
+            .aggregates
+            .iter()
+            .map(|a| a.create_groups_accumulator())
+            .collect::<Result<Vec<_>>>()?;
+        let read_columns = exec
+            .arguments
+            .iter()
+            .flatten()
+            .chain(exec.filters.iter().flatten())
+            .flat_map(collect_columns)
+            .map(|c| c.index())
+            .collect();
+        let reservation = MemoryConsumer::new(format!("DictionaryAggregateExec[{partition}]"))
+            .register(context.memory_pool());
+        let row_filter_columns = exec
+            .row_filter
+            .iter()
+            .flat_map(collect_columns)
+            .map(|c| c.index())
+            .collect();
+        Ok(Groups {
+            filter: BatchFilter::new(exec.conditions.clone()),
+            row_filter: exec.row_filter.clone(),
+            row_filter_columns,
+            columns: exec
+                .group_columns
+                .iter()
+                .map(|index| GroupColumn {
+                    index: *index,
+                    numbers: HashMap::new(),
+                    values: Vec::new(),
+                    dictionary: None,
+                    entry_numbers: Vec::new(),
+                })
+                .collect(),
+            dense: Vec::new(),
+            index: datafusion::common::HashMap::default(),
+            keys: Vec::new(),
+            accumulators,
+            arguments: exec.arguments.clone(),
+            filters: exec.filters.clone(),
+            read_columns,
+            table_schema: exec.table_schema.clone(),
+            schema: exec.schema.clone(),
+            reservation,
+        })
+    }
+
+    fn add(&mut self, batch: RecordBatch) -> Result<()> {
+        let Some(batch) = self.filter.filter(batch)? else {
+            return Ok(());
+        };
+        let batch = match &self.row_filter {
+            None => batch,
+            Some(predicate) => {
+                let readable =
+                    to_table_types(&batch, &self.table_schema, Some(&self.row_filter_columns))?;
+                let mask = predicate
+                    .evaluate(&readable)?
+                    .into_array(batch.num_rows())?;
+                let mask = mask.as_boolean_opt().ok_or_else(|| {
+                    DataFusionError::Internal(format!(
+                        "a filter gave {} instead of booleans",
+                        mask.data_type()
+                    ))
+                })?;
+                // A null condition keeps no row, as in DataFusion's filter.
+                filter_record_batch(&batch, mask)?
+            }
+        };
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let rows = batch.num_rows();
+        let mut per_column = Vec::with_capacity(self.columns.len());
+        for column in &mut self.columns {
+            per_column.push(column.row_numbers(batch.column(column.index))?);
+        }
+        let group_indices: Vec<usize> = match per_column.as_slice() {
+            [one] => one
+                .iter()
+                .map(|n| {
+                    // One column: groups by value number, in a plain table.
+                    let n = *n as usize;
+                    if n >= self.dense.len() {
+                        self.dense.resize(n + 1, usize::MAX);
+                    }
+                    if self.dense[n] == usize::MAX {
+                        self.dense[n] = self.keys.len();
+                        self.keys.push(n as u64);
+                    }
+                    self.dense[n]
+                })
+                .collect(),
+            [first, second] => first
+                .iter()
+                .zip(second)
+                .map(|(a, b)| {
+                    let key = (u64::from(*a) << 32) | u64::from(*b);
+                    *self.index.entry(key).or_insert_with(|| {
+                        self.keys.push(key);
+                        self.keys.len() - 1
+                    })
+                })
+                .collect(),
+            _ => {
+                return Err(DataFusionError::Internal(format!(
+                    "DictionaryAggregateExec groups by one or two columns, not {}",
+                    per_column.len()
+                )));
+            }
+        };
+        let groups = self.keys.len();
+        let readable = to_table_types(&batch, &self.table_schema, Some(&self.read_columns))?;
+        for ((accumulator, arguments), filter) in self
+            .accumulators
+            .iter_mut()
+            .zip(&self.arguments)
+            .zip(&self.filters)
+        {
+            let values = arguments
+                .iter()
+                .map(|e| e.evaluate(&readable)?.into_array(rows))
+                .collect::<Result<Vec<_>>>()?;
+            let filter = filter
+                .as_ref()
+                .map(|f| f.evaluate(&readable)?.into_array(rows))
+                .transpose()?;
+            let filter = filter.as_ref().map(|f| f.as_boolean());
+            accumulator.update_batch(&values, &group_indices, filter, groups)?;
+        }
+        let size = self.accumulators.iter().map(|a| a.size()).sum::<usize>()
+            + self.keys.capacity() * 24
+            + self.dense.capacity() * 8;
+        self.reservation.try_resize(size)?;
+        Ok(())
+    }
+
+    /// Every group with its accumulators' states, as the replaced aggregation emits them.
+    fn emit(&mut self) -> Result<RecordBatch> {
+        let mut columns = Vec::with_capacity(self.schema.fields().len());
+        let count = self.columns.len();
+        for (position, column) in self.columns.iter().enumerate() {
+            let shift = 32 * (count - 1 - position);
+            let numbers = self
+                .keys
+                .iter()
+                .map(|key| ((key >> shift) & 0xFFFF_FFFF) as u32);
+            columns.push(column.array(numbers, self.schema.field(position).data_type())?);
+        }
+        for accumulator in &mut self.accumulators {
+            columns.extend(accumulator.state(EmitTo::All)?);
+        }
+        self.reservation.free();
+        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+    }
+}
+
+/// `expr` with its column references moved from a filter's output to the scan below it
+/// (`columns[i]` is the scan column behind the filter's column `i`).
+fn in_scan_columns(
+    expr: &Arc<dyn PhysicalExpr>,
+    columns: &[usize],
+) -> Result<Arc<dyn PhysicalExpr>> {
+    expr.clone()
+        .transform(|e| {
+            let any: &dyn std::any::Any = e.as_ref();
+            let Some(column) = any.downcast_ref::<Column>() else {
+                return Ok(Transformed::no(e));
+            };
+            let index = columns.get(column.index()).copied().ok_or_else(|| {
+                DataFusionError::Internal(format!("column {column} is not in the scan"))
+            })?;
+            Ok(Transformed::yes(
+                Arc::new(Column::new(column.name(), index)) as _,
+            ))
+        })
+        .map(|t| t.data)
+}
