@@ -79,6 +79,14 @@ impl PhysicalOptimizerRule for DictionaryAggregation {
 pub struct DictionaryAggregateExec {
     /// The Parquet scan (dictionary columns as dictionaries).
     input: Arc<dyn ExecutionPlan>,
+    aggregation: Aggregation,
+    properties: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+/// What a [`DictionaryAggregateExec`] computes from its input.
+#[derive(Debug, Clone)]
+struct Aggregation {
     /// The dictionary scan's conditions, applied first.
     conditions: Vec<ColumnCondition>,
     /// DataFusion's filter that stood between the scan and the aggregation, then.
@@ -93,8 +101,6 @@ pub struct DictionaryAggregateExec {
     filters: Vec<Option<Arc<dyn PhysicalExpr>>>,
     /// The replaced aggregation's output: groups, then each accumulator's state.
     schema: SchemaRef,
-    properties: Arc<PlanProperties>,
-    metrics: ExecutionPlanMetricsSet,
 }
 
 impl DictionaryAggregateExec {
@@ -164,45 +170,29 @@ impl DictionaryAggregateExec {
             .collect::<Result<Vec<_>>>()?;
         Ok(Some(DictionaryAggregateExec::new(
             scan.input().clone(),
-            scan.conditions().to_vec(),
-            row_filter,
-            scan.schema(),
-            group_columns,
-            aggregate.aggr_expr().to_vec(),
-            arguments,
-            filters,
-            aggregate.schema(),
+            Aggregation {
+                conditions: scan.conditions().to_vec(),
+                row_filter,
+                table_schema: scan.schema(),
+                group_columns,
+                aggregates: aggregate.aggr_expr().to_vec(),
+                arguments,
+                filters,
+                schema: aggregate.schema(),
+            },
         )))
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        input: Arc<dyn ExecutionPlan>,
-        conditions: Vec<ColumnCondition>,
-        row_filter: Option<Arc<dyn PhysicalExpr>>,
-        table_schema: SchemaRef,
-        group_columns: Vec<usize>,
-        aggregates: Vec<Arc<AggregateFunctionExpr>>,
-        arguments: Vec<Vec<Arc<dyn PhysicalExpr>>>,
-        filters: Vec<Option<Arc<dyn PhysicalExpr>>>,
-        schema: SchemaRef,
-    ) -> Self {
+    fn new(input: Arc<dyn ExecutionPlan>, aggregation: Aggregation) -> Self {
         let properties = Arc::new(PlanProperties::new(
-            EquivalenceProperties::new(schema.clone()),
+            EquivalenceProperties::new(aggregation.schema.clone()),
             input.output_partitioning().clone(),
             datafusion::physical_plan::execution_plan::EmissionType::Final,
             input.boundedness(),
         ));
         DictionaryAggregateExec {
             input,
-            conditions,
-            row_filter,
-            table_schema,
-            group_columns,
-            aggregates,
-            arguments,
-            filters,
-            schema,
+            aggregation,
             properties,
             metrics: ExecutionPlanMetricsSet::new(),
         }
@@ -212,11 +202,17 @@ impl DictionaryAggregateExec {
 impl DisplayAs for DictionaryAggregateExec {
     fn fmt_as(&self, _: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         let groups: Vec<&str> = self
+            .aggregation
             .group_columns
             .iter()
-            .map(|i| self.table_schema.field(*i).name().as_str())
+            .map(|i| self.aggregation.table_schema.field(*i).name().as_str())
             .collect();
-        let aggregates: Vec<&str> = self.aggregates.iter().map(|a| a.name()).collect();
+        let aggregates: Vec<&str> = self
+            .aggregation
+            .aggregates
+            .iter()
+            .map(|a| a.name())
+            .collect();
         write!(
             f,
             "DictionaryAggregateExec: gby=[{}], aggr=[{}]",
@@ -243,12 +239,12 @@ impl ExecutionPlan for DictionaryAggregateExec {
         &self,
         f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
     ) -> Result<TreeNodeRecursion> {
-        let conditions = self.conditions.iter().map(|c| &c.predicate);
-        let conditions = conditions.chain(self.row_filter.iter());
-        let arguments = self.arguments.iter().flatten();
+        let conditions = self.aggregation.conditions.iter().map(|c| &c.predicate);
+        let conditions = conditions.chain(self.aggregation.row_filter.iter());
+        let arguments = self.aggregation.arguments.iter().flatten();
         for expr in conditions
             .chain(arguments)
-            .chain(self.filters.iter().flatten())
+            .chain(self.aggregation.filters.iter().flatten())
         {
             if f(expr)? == TreeNodeRecursion::Stop {
                 return Ok(TreeNodeRecursion::Stop);
@@ -270,14 +266,7 @@ impl ExecutionPlan for DictionaryAggregateExec {
         }
         Ok(Arc::new(DictionaryAggregateExec::new(
             children.swap_remove(0),
-            self.conditions.clone(),
-            self.row_filter.clone(),
-            self.table_schema.clone(),
-            self.group_columns.clone(),
-            self.aggregates.clone(),
-            self.arguments.clone(),
-            self.filters.clone(),
-            self.schema.clone(),
+            self.aggregation.clone(),
         )))
     }
 
@@ -300,7 +289,7 @@ impl ExecutionPlan for DictionaryAggregateExec {
         let mut input = self.input.execute(partition, context.clone())?;
         let mut state = Groups::new(self, &context, partition)?;
         let metrics = BaselineMetrics::new(&self.metrics, partition);
-        let schema = self.schema.clone();
+        let schema = self.aggregation.schema.clone();
         let stream = futures::stream::once(async move {
             while let Some(batch) = input.next().await {
                 let timer = metrics.elapsed_compute().timer();
@@ -427,31 +416,35 @@ impl Groups {
         partition: usize,
     ) -> Result<Self> {
         let accumulators = exec
+            .aggregation
             .aggregates
             .iter()
             .map(|a| a.create_groups_accumulator())
             .collect::<Result<Vec<_>>>()?;
         let read_columns = exec
+            .aggregation
             .arguments
             .iter()
             .flatten()
-            .chain(exec.filters.iter().flatten())
+            .chain(exec.aggregation.filters.iter().flatten())
             .flat_map(collect_columns)
             .map(|c| c.index())
             .collect();
         let reservation = MemoryConsumer::new(format!("DictionaryAggregateExec[{partition}]"))
             .register(context.memory_pool());
         let row_filter_columns = exec
+            .aggregation
             .row_filter
             .iter()
             .flat_map(collect_columns)
             .map(|c| c.index())
             .collect();
         Ok(Groups {
-            filter: BatchFilter::new(exec.conditions.clone()),
-            row_filter: exec.row_filter.clone(),
+            filter: BatchFilter::new(exec.aggregation.conditions.clone()),
+            row_filter: exec.aggregation.row_filter.clone(),
             row_filter_columns,
             columns: exec
+                .aggregation
                 .group_columns
                 .iter()
                 .map(|index| GroupColumn {
@@ -466,11 +459,11 @@ impl Groups {
             index: datafusion::common::HashMap::default(),
             keys: Vec::new(),
             accumulators,
-            arguments: exec.arguments.clone(),
-            filters: exec.filters.clone(),
+            arguments: exec.aggregation.arguments.clone(),
+            filters: exec.aggregation.filters.clone(),
             read_columns,
-            table_schema: exec.table_schema.clone(),
-            schema: exec.schema.clone(),
+            table_schema: exec.aggregation.table_schema.clone(),
+            schema: exec.aggregation.schema.clone(),
             reservation,
         })
     }
