@@ -40,7 +40,10 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
-use super::dictionary_scan::{BatchFilter, ColumnCondition, DictionaryScanExec, to_table_types};
+use super::dictionary_scan::{
+    BatchFilter, ColumnCondition, DictionaryScanExec, PerEntry, evaluate_filter, only_child,
+    to_table_types,
+};
 
 /// The most grouped columns handled here: a group is then one `u64` of two value numbers.
 const MAX_GROUP_COLUMNS: usize = 2;
@@ -255,17 +258,11 @@ impl ExecutionPlan for DictionaryAggregateExec {
 
     fn replace_children(
         self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
         _options: ReplaceChildrenOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        if children.len() != 1 {
-            return Err(DataFusionError::Internal(format!(
-                "DictionaryAggregateExec takes one child, got {}",
-                children.len()
-            )));
-        }
         Ok(Arc::new(DictionaryAggregateExec::new(
-            children.swap_remove(0),
+            only_child("DictionaryAggregateExec", children)?,
             self.aggregation.clone(),
         )))
     }
@@ -315,21 +312,18 @@ struct GroupColumn {
     /// Value → its number (the order values were first seen); nulls are `None`.
     numbers: HashMap<Option<String>, u32>,
     values: Vec<Option<String>>,
-    /// The dictionary `entry_numbers` was computed for.
-    dictionary: Option<ArrayRef>,
-    /// The current dictionary's entries' numbers, then the number of a null row.
-    entry_numbers: Vec<u32>,
+    /// The current dictionary's entries' numbers.
+    entry_numbers: PerEntry<u32>,
 }
 
 impl GroupColumn {
-    fn number(&mut self, value: Option<&str>) -> u32 {
-        if let Some(n) = self.numbers.get(&value.map(str::to_string)) {
-            return *n;
+    fn new(index: usize) -> Self {
+        GroupColumn {
+            index,
+            numbers: HashMap::new(),
+            values: Vec::new(),
+            entry_numbers: PerEntry::new(),
         }
-        let n = self.values.len() as u32;
-        self.values.push(value.map(str::to_string));
-        self.numbers.insert(value.map(str::to_string), n);
-        n
     }
 
     /// Each row's value number.
@@ -340,38 +334,26 @@ impl GroupColumn {
                 column.data_type()
             )));
         };
-        let entries = dictionary.values();
-        let current = self
-            .dictionary
-            .as_ref()
-            .is_some_and(|d| d.to_data().ptr_eq(&entries.to_data()));
-        if !current {
+        let (numbers, values) = (&mut self.numbers, &mut self.values);
+        self.entry_numbers.rows(dictionary, |entries| {
             let strings = cast(entries, &DataType::Utf8)?;
             let strings = strings.as_string::<i32>();
-            let mut numbers = Vec::with_capacity(strings.len() + 1);
-            for i in 0..strings.len() {
-                let value = strings.is_valid(i).then(|| strings.value(i));
-                numbers.push(self.number(value));
-            }
-            numbers.push(self.number(None));
-            self.entry_numbers = numbers;
-            self.dictionary = Some(entries.clone());
-        }
-        let null = self.entry_numbers.len() - 1;
-        let keys = dictionary.keys();
-        Ok((0..keys.len())
-            .map(|row| {
-                let entry = if keys.is_null(row) {
-                    null
-                } else {
-                    usize::try_from(keys.value(row)).unwrap_or(null)
-                };
-                self.entry_numbers.get(entry).copied().unwrap_or(u32::MAX)
-            })
-            .collect())
+            let mut number = |value: Option<&str>| {
+                let value = value.map(str::to_string);
+                *numbers.entry(value.clone()).or_insert_with(|| {
+                    values.push(value);
+                    (values.len() - 1) as u32
+                })
+            };
+            let mut entry_numbers: Vec<u32> = (0..strings.len())
+                .map(|i| number(strings.is_valid(i).then(|| strings.value(i))))
+                .collect();
+            entry_numbers.push(number(None));
+            Ok(entry_numbers)
+        })
     }
 
-    /// The values of `groups` (value numbers), as an array of `data_type`.
+    /// The values of the value `numbers`, as an array of `data_type`.
     fn array(&self, numbers: impl Iterator<Item = u32>, data_type: &DataType) -> Result<ArrayRef> {
         let mut builder = StringViewBuilder::new();
         for n in numbers {
@@ -388,10 +370,12 @@ impl GroupColumn {
 
 /// A partition's groups and their accumulators.
 struct Groups {
+    aggregation: Aggregation,
     filter: BatchFilter,
-    row_filter: Option<Arc<dyn PhysicalExpr>>,
-    /// The columns `row_filter` reads.
+    /// The columns the row filter reads.
     row_filter_columns: HashSet<usize>,
+    /// The columns the arguments and filters read: only those are cast to the table's types.
+    read_columns: HashSet<usize>,
     columns: Vec<GroupColumn>,
     /// With one grouped column: a value number → its group's index (`usize::MAX`: none yet).
     dense: Vec<usize>,
@@ -400,12 +384,6 @@ struct Groups {
     /// Each group's key, by index.
     keys: Vec<u64>,
     accumulators: Vec<Box<dyn GroupsAccumulator>>,
-    arguments: Vec<Vec<Arc<dyn PhysicalExpr>>>,
-    filters: Vec<Option<Arc<dyn PhysicalExpr>>>,
-    /// The columns the arguments and filters read: only those are cast to the table's types.
-    read_columns: HashSet<usize>,
-    table_schema: SchemaRef,
-    schema: SchemaRef,
     reservation: MemoryReservation,
 }
 
@@ -415,56 +393,45 @@ impl Groups {
         context: &Arc<TaskContext>,
         partition: usize,
     ) -> Result<Self> {
-        let accumulators = exec
-            .aggregation
+        let aggregation = exec.aggregation.clone();
+        let accumulators = aggregation
             .aggregates
             .iter()
             .map(|a| a.create_groups_accumulator())
             .collect::<Result<Vec<_>>>()?;
-        let read_columns = exec
-            .aggregation
-            .arguments
-            .iter()
-            .flatten()
-            .chain(exec.aggregation.filters.iter().flatten())
-            .flat_map(collect_columns)
-            .map(|c| c.index())
-            .collect();
+        let columns_of = |exprs: Vec<&Arc<dyn PhysicalExpr>>| -> HashSet<usize> {
+            exprs
+                .into_iter()
+                .flat_map(collect_columns)
+                .map(|c| c.index())
+                .collect()
+        };
+        let read_columns = columns_of(
+            aggregation
+                .arguments
+                .iter()
+                .flatten()
+                .chain(aggregation.filters.iter().flatten())
+                .collect(),
+        );
+        let row_filter_columns = columns_of(aggregation.row_filter.iter().collect());
         let reservation = MemoryConsumer::new(format!("DictionaryAggregateExec[{partition}]"))
             .register(context.memory_pool());
-        let row_filter_columns = exec
-            .aggregation
-            .row_filter
-            .iter()
-            .flat_map(collect_columns)
-            .map(|c| c.index())
-            .collect();
         Ok(Groups {
-            filter: BatchFilter::new(exec.aggregation.conditions.clone()),
-            row_filter: exec.aggregation.row_filter.clone(),
+            filter: BatchFilter::new(aggregation.conditions.clone()),
             row_filter_columns,
-            columns: exec
-                .aggregation
+            read_columns,
+            columns: aggregation
                 .group_columns
                 .iter()
-                .map(|index| GroupColumn {
-                    index: *index,
-                    numbers: HashMap::new(),
-                    values: Vec::new(),
-                    dictionary: None,
-                    entry_numbers: Vec::new(),
-                })
+                .map(|i| GroupColumn::new(*i))
                 .collect(),
             dense: Vec::new(),
             index: datafusion::common::HashMap::default(),
             keys: Vec::new(),
             accumulators,
-            arguments: exec.aggregation.arguments.clone(),
-            filters: exec.aggregation.filters.clone(),
-            read_columns,
-            table_schema: exec.aggregation.table_schema.clone(),
-            schema: exec.aggregation.schema.clone(),
             reservation,
+            aggregation,
         })
     }
 
@@ -472,22 +439,16 @@ impl Groups {
         let Some(batch) = self.filter.filter(batch)? else {
             return Ok(());
         };
-        let batch = match &self.row_filter {
+        let batch = match &self.aggregation.row_filter {
             None => batch,
             Some(predicate) => {
-                let readable =
-                    to_table_types(&batch, &self.table_schema, Some(&self.row_filter_columns))?;
-                let mask = predicate
-                    .evaluate(&readable)?
-                    .into_array(batch.num_rows())?;
-                let mask = mask.as_boolean_opt().ok_or_else(|| {
-                    DataFusionError::Internal(format!(
-                        "a filter gave {} instead of booleans",
-                        mask.data_type()
-                    ))
-                })?;
+                let readable = to_table_types(
+                    &batch,
+                    &self.aggregation.table_schema,
+                    Some(&self.row_filter_columns),
+                )?;
                 // A null condition keeps no row, as in DataFusion's filter.
-                filter_record_batch(&batch, mask)?
+                filter_record_batch(&batch, &evaluate_filter(predicate, &readable)?)?
             }
         };
         if batch.num_rows() == 0 {
@@ -533,12 +494,16 @@ impl Groups {
             }
         };
         let groups = self.keys.len();
-        let readable = to_table_types(&batch, &self.table_schema, Some(&self.read_columns))?;
+        let readable = to_table_types(
+            &batch,
+            &self.aggregation.table_schema,
+            Some(&self.read_columns),
+        )?;
         for ((accumulator, arguments), filter) in self
             .accumulators
             .iter_mut()
-            .zip(&self.arguments)
-            .zip(&self.filters)
+            .zip(&self.aggregation.arguments)
+            .zip(&self.aggregation.filters)
         {
             let values = arguments
                 .iter()
@@ -560,7 +525,7 @@ impl Groups {
 
     /// Every group with its accumulators' states, as the replaced aggregation emits them.
     fn emit(&mut self) -> Result<RecordBatch> {
-        let mut columns = Vec::with_capacity(self.schema.fields().len());
+        let mut columns = Vec::with_capacity(self.aggregation.schema.fields().len());
         let count = self.columns.len();
         for (position, column) in self.columns.iter().enumerate() {
             let shift = 32 * (count - 1 - position);
@@ -568,13 +533,17 @@ impl Groups {
                 .keys
                 .iter()
                 .map(|key| ((key >> shift) & 0xFFFF_FFFF) as u32);
-            columns.push(column.array(numbers, self.schema.field(position).data_type())?);
+            columns
+                .push(column.array(numbers, self.aggregation.schema.field(position).data_type())?);
         }
         for accumulator in &mut self.accumulators {
             columns.extend(accumulator.state(EmitTo::All)?);
         }
         self.reservation.free();
-        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+        Ok(RecordBatch::try_new(
+            self.aggregation.schema.clone(),
+            columns,
+        )?)
     }
 }
 

@@ -20,12 +20,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, new_null_array};
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, DictionaryArray, RecordBatch, new_null_array,
+};
 use arrow::compute::{cast, filter_record_batch};
 use arrow::datatypes::{DataType, Int32Type, SchemaRef};
-use datafusion::common::Result;
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{DataFusionError, Result};
 use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::filter_pushdown::{
@@ -158,17 +160,11 @@ impl ExecutionPlan for DictionaryScanExec {
 
     fn replace_children(
         self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
         _options: ReplaceChildrenOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        if children.len() != 1 {
-            return Err(datafusion::common::DataFusionError::Internal(format!(
-                "DictionaryScanExec takes one child, got {}",
-                children.len()
-            )));
-        }
         Ok(Arc::new(DictionaryScanExec::new(
-            children.swap_remove(0),
+            only_child("DictionaryScanExec", children)?,
             self.conditions.clone(),
             self.output_schema.clone(),
         )))
@@ -233,24 +229,103 @@ impl ExecutionPlan for DictionaryScanExec {
     }
 }
 
-/// The last dictionary a condition was evaluated on and which of its values passed:
-/// the Parquet reader hands every batch of a row group the same dictionary.
-#[derive(Clone)]
-struct Evaluated {
-    values: ArrayRef,
-    /// One entry per value, then one for a null row.
-    passed: Vec<bool>,
+/// Something worked out once per entry of a dictionary, and once for a row without a
+/// value, kept while the same dictionary comes back (the Parquet reader hands every batch of
+/// a row group the same one).
+pub struct PerEntry<T> {
+    dictionary: Option<ArrayRef>,
+    /// One per entry, then the one for a row without a value.
+    entries: Vec<T>,
+}
+
+impl<T: Copy> PerEntry<T> {
+    pub fn new() -> Self {
+        PerEntry {
+            dictionary: None,
+            entries: Vec::new(),
+        }
+    }
+
+    /// Whether the entries were worked out for `dictionary`'s values.
+    pub fn is_current(&self, dictionary: &DictionaryArray<Int32Type>) -> bool {
+        let values = dictionary.values().to_data();
+        self.dictionary
+            .as_ref()
+            .is_some_and(|d| d.to_data().ptr_eq(&values))
+    }
+
+    /// Each row's entry; `work_out` gets the dictionary's values when they are new and
+    /// returns one `T` per value, then one for a row without a value.
+    pub fn rows(
+        &mut self,
+        dictionary: &DictionaryArray<Int32Type>,
+        work_out: impl FnOnce(&ArrayRef) -> Result<Vec<T>>,
+    ) -> Result<Vec<T>> {
+        if !self.is_current(dictionary) {
+            let values = dictionary.values();
+            let entries = work_out(values)?;
+            if entries.len() != values.len() + 1 {
+                return Err(DataFusionError::Internal(format!(
+                    "{} entries worked out for a dictionary of {} values",
+                    entries.len(),
+                    values.len()
+                )));
+            }
+            self.entries = entries;
+            self.dictionary = Some(values.clone());
+        }
+        let null = self.entries.len() - 1;
+        let keys = dictionary.keys();
+        Ok((0..keys.len())
+            .map(|row| {
+                let entry = if keys.is_null(row) {
+                    null
+                } else {
+                    usize::try_from(keys.value(row)).map_or(null, |k| k.min(null))
+                };
+                self.entries[entry]
+            })
+            .collect())
+    }
+}
+
+/// Only child of an operator that takes one.
+pub fn only_child(
+    operator: &str,
+    mut children: Vec<Arc<dyn ExecutionPlan>>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    match children.len() {
+        1 => Ok(children.swap_remove(0)),
+        n => Err(DataFusionError::Internal(format!(
+            "{operator} takes one child, got {n}"
+        ))),
+    }
+}
+
+/// `predicate` evaluated on `batch`, which must give booleans.
+pub fn evaluate_filter(
+    predicate: &Arc<dyn PhysicalExpr>,
+    batch: &RecordBatch,
+) -> Result<BooleanArray> {
+    let result = predicate.evaluate(batch)?.into_array(batch.num_rows())?;
+    result.as_boolean_opt().cloned().ok_or_else(|| {
+        DataFusionError::Internal(format!(
+            "a filter gave {} instead of booleans",
+            result.data_type()
+        ))
+    })
 }
 
 /// Keeps the rows of a batch whose dictionary columns pass their conditions.
 pub struct BatchFilter {
     conditions: Vec<ColumnCondition>,
-    cached: Vec<Option<Evaluated>>,
+    /// Per condition, which entries of the current dictionary pass it.
+    cached: Vec<PerEntry<bool>>,
 }
 
 impl BatchFilter {
     pub fn new(conditions: Vec<ColumnCondition>) -> Self {
-        let cached = vec![None; conditions.len()];
+        let cached = conditions.iter().map(|_| PerEntry::new()).collect();
         BatchFilter { conditions, cached }
     }
 
@@ -311,66 +386,32 @@ pub fn to_table_types(
 /// Which rows of `column` pass `condition`.
 fn evaluate(
     condition: &ColumnCondition,
-    cached: &mut Option<Evaluated>,
+    cached: &mut PerEntry<bool>,
     column: &ArrayRef,
 ) -> Result<Vec<bool>> {
     let value_type = condition.value_schema.field(0).data_type();
-    let Some(dictionary) = column.as_dictionary_opt::<Int32Type>() else {
-        // Not read as a dictionary after all: evaluate per row.
-        let rows = cast(column, value_type)?;
-        return passing(condition, rows);
+    let dictionary = match column.as_dictionary_opt::<Int32Type>() {
+        // More distinct values than rows: per row is less work.
+        Some(d) if cached.is_current(d) || d.values().len() <= d.len() => d,
+        // Or not read as a dictionary after all.
+        _ => return passing(condition, cast(column, value_type)?),
     };
-    let values = dictionary.values();
-    let current = cached
-        .as_ref()
-        .is_some_and(|evaluated| evaluated.values.to_data().ptr_eq(&values.to_data()));
-    if !current {
-        if values.len() > dictionary.len() {
-            // More distinct values than rows: per row is less work.
-            let rows = cast(column, value_type)?;
-            return passing(condition, rows);
-        }
+    cached.rows(dictionary, |values| {
         // The values, then a null standing for the rows that have none.
         let candidates =
             arrow::compute::concat(&[&cast(values, value_type)?, &new_null_array(value_type, 1)])?;
-        *cached = Some(Evaluated {
-            values: values.clone(),
-            passed: passing(condition, candidates)?,
-        });
-    }
-    let Some(Evaluated { passed, .. }) = cached.as_ref() else {
-        return passing(condition, cast(column, value_type)?);
-    };
-    let null_slot = passed.len() - 1;
-    let keys = dictionary.keys();
-    Ok((0..keys.len())
-        .map(|row| {
-            let slot = if keys.is_null(row) {
-                null_slot
-            } else {
-                usize::try_from(keys.value(row)).unwrap_or(null_slot)
-            };
-            passed.get(slot).copied().unwrap_or(false)
-        })
-        .collect())
+        passing(condition, candidates)
+    })
 }
 
 /// `condition` evaluated on `values` (a one-column batch): true only where it is true.
 fn passing(condition: &ColumnCondition, values: ArrayRef) -> Result<Vec<bool>> {
-    let rows = values.len();
     let batch = RecordBatch::try_new(condition.value_schema.clone(), vec![values])?;
-    let result = condition.predicate.evaluate(&batch)?.into_array(rows)?;
-    let result = result.as_boolean_opt().ok_or_else(|| {
-        datafusion::common::DataFusionError::Internal(format!(
-            "a filter gave {} instead of booleans",
-            result.data_type()
-        ))
-    })?;
-    Ok((0..rows)
+    let result = evaluate_filter(&condition.predicate, &batch)?;
+    Ok((0..batch.num_rows())
         .map(|i| result.is_valid(i) && result.value(i))
         .collect())
 }
-
 struct DictionaryScanStream {
     input: SendableRecordBatchStream,
     filter: BatchFilter,

@@ -15,14 +15,14 @@
 //! groups and pages are pruned by their statistics, and rows are filtered while decoding
 //! only when the session asks (`datafusion.execution.parquet.pushdown_filters`).
 //!
-//! A filter on a string column that every file stores dictionary-encoded is evaluated on
-//! the dictionary instead of on every row (`dictionary_scan`): the scan then reads that
-//! column as an Arrow dictionary, for that query only.
+//! String columns that every file stores dictionary-encoded are read as Arrow dictionaries
+//! (`dictionary_scan`): a filter on one is evaluated on its dictionary instead of on every
+//! row, and a partial aggregation grouped by them groups by entry (`dictionary_aggregate`).
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::{DataType, Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::Session;
 use datafusion::common::config::TableParquetOptions;
@@ -54,7 +54,7 @@ pub struct SnapshotTable {
     store_url: ObjectStoreUrl,
     store: Arc<dyn ObjectStore>,
     files: Vec<PartitionedFile>,
-    /// What the files' footers say, read by the first scan that filters a string column.
+    /// What the files' footers say, read by the first scan that projects a string column.
     layouts: tokio::sync::OnceCell<Arc<FileLayouts>>,
 }
 
@@ -221,12 +221,7 @@ impl SnapshotTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
-        let is_string = |index: usize| {
-            matches!(
-                self.schema.field(index).data_type(),
-                DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8
-            )
-        };
+        let is_string = |index: usize| is_string_type(self.schema.field(index).data_type());
         let projected: Vec<usize> = match projection {
             Some(p) => p.clone(),
             None => (0..self.schema.fields().len()).collect(),
@@ -246,10 +241,9 @@ impl SnapshotTable {
             .iter()
             .copied()
             .filter(|i| {
-                is_string(*i)
-                    && layouts
-                        .dictionary_columns
-                        .contains(self.schema.field(*i).name())
+                layouts
+                    .dictionary_columns
+                    .contains(self.schema.field(*i).name())
             })
             .collect();
         if dictionary_columns.is_empty() {
@@ -264,10 +258,10 @@ impl SnapshotTable {
         };
         let mut conditions = Vec::new();
         for conjunct in filters.iter().flat_map(split_conjunction) {
-            let (Some(index), Some(position)) = (
-                single_column(conjunct),
-                single_column(conjunct).and_then(|i| projected.iter().position(|p| *p == i)),
-            ) else {
+            let Some(index) = single_column(conjunct) else {
+                continue;
+            };
+            let Some(position) = projected.iter().position(|p| *p == index) else {
                 continue;
             };
             let field = self.schema.field(index);
@@ -285,47 +279,19 @@ impl SnapshotTable {
                 });
             }
         }
-        let as_dictionary = |field: &Field| field.clone().with_data_type(dictionary_type());
-        let inner: SchemaRef = Arc::new(Schema::new_with_metadata(
-            self.schema
-                .fields()
-                .iter()
-                .enumerate()
-                .map(|(i, f)| {
-                    if dictionary_columns.contains(&i) {
-                        Arc::new(as_dictionary(f.as_ref()))
-                    } else {
-                        f.clone()
-                    }
-                })
-                .collect::<Vec<_>>(),
-            self.schema.metadata().clone(),
-        ));
-        // Each file is told to read those columns as dictionaries.
+        // The scan, and each file, read those columns as dictionaries.
         let names: HashSet<&String> = dictionary_columns
             .iter()
             .map(|i| self.schema.field(*i).name())
             .collect();
+        let inner = Arc::new(with_dictionaries(&self.schema, &names));
         let files = self
             .files
             .iter()
             .zip(&layouts.schemas)
             .map(|(file, schema)| {
-                let hinted = Schema::new_with_metadata(
-                    schema
-                        .fields()
-                        .iter()
-                        .map(|f| {
-                            if names.contains(f.name()) {
-                                Arc::new(as_dictionary(f.as_ref()))
-                            } else {
-                                f.clone()
-                            }
-                        })
-                        .collect::<Vec<_>>(),
-                    schema.metadata().clone(),
-                );
-                file.clone().with_arrow_schema(Arc::new(hinted))
+                file.clone()
+                    .with_arrow_schema(Arc::new(with_dictionaries(schema, &names)))
             })
             .collect();
         // The other conditions reach the Parquet source through DataFusion's filter
@@ -356,12 +322,7 @@ impl SnapshotTable {
                     .schema
                     .fields()
                     .iter()
-                    .filter(|f| {
-                        matches!(
-                            f.data_type(),
-                            DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8
-                        )
-                    })
+                    .filter(|f| is_string_type(f.data_type()))
                     .map(|f| f.name().clone())
                     .collect();
                 for file in &self.files {
@@ -394,6 +355,29 @@ impl SnapshotTable {
             .await
             .cloned()
     }
+}
+
+fn is_string_type(data_type: &DataType) -> bool {
+    matches!(
+        data_type,
+        DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8
+    )
+}
+
+/// `schema` with the columns `names` typed as dictionaries.
+fn with_dictionaries(schema: &Schema, names: &HashSet<&String>) -> Schema {
+    let fields: Vec<_> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            if names.contains(f.name()) {
+                Arc::new(f.as_ref().clone().with_data_type(dictionary_type()))
+            } else {
+                f.clone()
+            }
+        })
+        .collect();
+    Schema::new_with_metadata(fields, schema.metadata().clone())
 }
 
 /// Whether every data page of `column` indexes its dictionary (none fell back to plain
