@@ -48,6 +48,10 @@ use super::dictionary_scan::{
 /// The most grouped columns handled here: a group is then one `u64` of two value numbers.
 const MAX_GROUP_COLUMNS: usize = 2;
 
+/// The most value pairs of two grouped columns looked up in a dense table (8 bytes each)
+/// rather than hashed: 512 KiB, for instance 256 communes by 256 statuses.
+const MAX_DENSE_PAIRS: usize = 1 << 16;
+
 /// Replaces partial aggregations grouped by dictionary columns, see the module's comment.
 #[derive(Debug, Default)]
 pub struct DictionaryAggregation;
@@ -114,10 +118,11 @@ impl DictionaryAggregateExec {
             return Ok(None);
         };
         // The scan, directly below or under DataFusion's own filter (a condition on other
-        // columns, or the inexact re-check of the scan's own); `columns` maps the
-        // aggregation's input columns to the scan's.
+        // columns, or the inexact re-check of the scan's own); `to_output` maps the
+        // aggregation's input columns to the scan's output columns.
         let input: &dyn std::any::Any = aggregate.input().as_ref();
-        let (scan, row_filter, columns) = if let Some(filter) = input.downcast_ref::<FilterExec>() {
+        let (scan, row_filter, to_output) = if let Some(filter) = input.downcast_ref::<FilterExec>()
+        {
             let below: &dyn std::any::Any = filter.input().as_ref();
             let Some(scan) = below.downcast_ref::<DictionaryScanExec>() else {
                 return Ok(None);
@@ -125,14 +130,24 @@ impl DictionaryAggregateExec {
             if filter.fetch().is_some() {
                 return Ok(None);
             }
-            let columns: Vec<usize> = match filter.projection() {
+            let to_output: Vec<usize> = match filter.projection() {
                 Some(p) => p.to_vec(),
                 None => (0..scan.schema().fields().len()).collect(),
             };
-            (scan, Some(filter.predicate().clone()), columns)
+            // The filter reads the scan's output; this operator reads the scan's input.
+            let predicate = in_scan_columns(filter.predicate(), scan.output_columns())?;
+            (scan, Some(predicate), to_output)
         } else if let Some(scan) = input.downcast_ref::<DictionaryScanExec>() {
             (scan, None, (0..scan.schema().fields().len()).collect())
         } else {
+            return Ok(None);
+        };
+        // And to the scan's input columns, which this operator reads.
+        let Some(columns) = to_output
+            .iter()
+            .map(|c| scan.output_columns().get(*c).copied())
+            .collect::<Option<Vec<usize>>>()
+        else {
             return Ok(None);
         };
         let group_by = aggregate.group_expr();
@@ -153,11 +168,13 @@ impl DictionaryAggregateExec {
         let mut group_columns = Vec::new();
         for (expr, _) in group_by.expr() {
             let any: &dyn std::any::Any = expr.as_ref();
-            let scan_column = any
-                .downcast_ref::<Column>()
-                .and_then(|column| columns.get(column.index()).copied());
-            match scan_column {
-                Some(index) if dictionary.contains(&index) => group_columns.push(index),
+            let Some(column) = any.downcast_ref::<Column>() else {
+                return Ok(None);
+            };
+            match (to_output.get(column.index()), columns.get(column.index())) {
+                (Some(output), Some(input)) if dictionary.contains(output) => {
+                    group_columns.push(*input)
+                }
                 _ => return Ok(None),
             }
         }
@@ -176,7 +193,7 @@ impl DictionaryAggregateExec {
             Aggregation {
                 conditions: scan.conditions().to_vec(),
                 row_filter,
-                table_schema: scan.schema(),
+                table_schema: scan.table_schema().clone(),
                 group_columns,
                 aggregates: aggregate.aggr_expr().to_vec(),
                 arguments,
@@ -221,7 +238,22 @@ impl DisplayAs for DictionaryAggregateExec {
             "DictionaryAggregateExec: gby=[{}], aggr=[{}]",
             groups.join(", "),
             aggregates.join(", ")
-        )
+        )?;
+        // The scan's conditions and DataFusion's filter it took over, which EXPLAIN would
+        // otherwise no longer show anywhere.
+        let conditions: Vec<String> = self
+            .aggregation
+            .conditions
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        if !conditions.is_empty() {
+            write!(f, ", conditions=[{}]", conditions.join(", "))?;
+        }
+        if let Some(row_filter) = &self.aggregation.row_filter {
+            write!(f, ", filter={row_filter}")?;
+        }
+        Ok(())
     }
 }
 
@@ -378,8 +410,13 @@ struct Groups {
     read_columns: HashSet<usize>,
     columns: Vec<GroupColumn>,
     /// With one grouped column: a value number → its group's index (`usize::MAX`: none yet).
+    /// With two, while they have few distinct value pairs: `first * pair_shape.1 + second`
+    /// → the group's index.
     dense: Vec<usize>,
-    /// With two: both value numbers, packed → the group's index.
+    /// The two columns' distinct value counts `dense` was laid out for.
+    pair_shape: (usize, usize),
+    /// With two and more pairs than `MAX_DENSE_PAIRS`: both value numbers, packed → the
+    /// group's index.
     index: datafusion::common::HashMap<u64, usize>,
     /// Each group's key, by index.
     keys: Vec<u64>,
@@ -427,6 +464,7 @@ impl Groups {
                 .map(|i| GroupColumn::new(*i))
                 .collect(),
             dense: Vec::new(),
+            pair_shape: (0, 0),
             index: datafusion::common::HashMap::default(),
             keys: Vec::new(),
             accumulators,
@@ -460,32 +498,33 @@ impl Groups {
             per_column.push(column.row_numbers(batch.column(column.index))?);
         }
         let group_indices: Vec<usize> = match per_column.as_slice() {
-            [one] => one
-                .iter()
-                .map(|n| {
-                    // One column: groups by value number, in a plain table.
-                    let n = *n as usize;
-                    if n >= self.dense.len() {
-                        self.dense.resize(n + 1, usize::MAX);
-                    }
-                    if self.dense[n] == usize::MAX {
-                        self.dense[n] = self.keys.len();
-                        self.keys.push(n as u64);
-                    }
-                    self.dense[n]
-                })
-                .collect(),
-            [first, second] => first
-                .iter()
-                .zip(second)
-                .map(|(a, b)| {
-                    let key = (u64::from(*a) << 32) | u64::from(*b);
-                    *self.index.entry(key).or_insert_with(|| {
-                        self.keys.push(key);
-                        self.keys.len() - 1
+            [one] => {
+                // One column: groups by value number, in a plain table as long as the
+                // column's distinct values so far.
+                let distinct = self.columns[0].values.len();
+                if self.dense.len() < distinct {
+                    self.dense.resize(distinct, usize::MAX);
+                }
+                let (dense, keys) = (&mut self.dense, &mut self.keys);
+                one.iter()
+                    .map(|n| {
+                        let group = &mut dense[*n as usize];
+                        if *group == usize::MAX {
+                            *group = keys.len();
+                            keys.push(u64::from(*n));
+                        }
+                        *group
                     })
-                })
-                .collect(),
+                    .collect()
+            }
+            [first, second] => {
+                let shape = (self.columns[0].values.len(), self.columns[1].values.len());
+                if shape.0.saturating_mul(shape.1) <= MAX_DENSE_PAIRS {
+                    self.dense_pair_groups(first, second, shape)
+                } else {
+                    self.hashed_pair_groups(first, second)
+                }
+            }
             _ => {
                 return Err(DataFusionError::Internal(format!(
                     "DictionaryAggregateExec groups by one or two columns, not {}",
@@ -523,6 +562,66 @@ impl Groups {
         Ok(())
     }
 
+    /// The groups of rows whose two columns have the value numbers `first` and `second`,
+    /// looked up in a table of every pair of the `shape` distinct values so far.
+    fn dense_pair_groups(
+        &mut self,
+        first: &[u32],
+        second: &[u32],
+        shape: (usize, usize),
+    ) -> Vec<usize> {
+        let width = shape.1;
+        if self.pair_shape != shape {
+            // New values came: lay the table out again for the larger shape.
+            self.dense = vec![usize::MAX; shape.0 * width];
+            for (group, key) in self.keys.iter().enumerate() {
+                let (a, b) = unpack(*key);
+                self.dense[a as usize * width + b as usize] = group;
+            }
+            self.pair_shape = shape;
+        }
+        let (dense, keys) = (&mut self.dense, &mut self.keys);
+        first
+            .iter()
+            .zip(second)
+            .map(|(a, b)| {
+                let group = &mut dense[*a as usize * width + *b as usize];
+                if *group == usize::MAX {
+                    *group = keys.len();
+                    keys.push(pack(*a, *b));
+                }
+                *group
+            })
+            .collect()
+    }
+
+    /// The same, in a hash table once there are too many pairs for a dense one (value
+    /// counts only grow, so a partition never goes back).
+    fn hashed_pair_groups(&mut self, first: &[u32], second: &[u32]) -> Vec<usize> {
+        if self.index.len() < self.keys.len() {
+            // The groups the dense table held until now.
+            self.dense = Vec::new();
+            self.index.extend(
+                self.keys
+                    .iter()
+                    .enumerate()
+                    .map(|(group, key)| (*key, group)),
+            );
+        }
+        let (index, keys) = (&mut self.index, &mut self.keys);
+        first
+            .iter()
+            .zip(second)
+            .map(|(a, b)| {
+                let key = pack(*a, *b);
+                *index.entry(key).or_insert_with(|| {
+                    keys.push(key);
+                    keys.len() - 1
+                })
+            })
+            .collect()
+    }
+
     /// Every group with its accumulators' states, as the replaced aggregation emits them.
     fn emit(&mut self) -> Result<RecordBatch> {
         let mut columns = Vec::with_capacity(self.aggregation.schema.fields().len());
@@ -547,8 +646,17 @@ impl Groups {
     }
 }
 
-/// `expr` with its column references moved from a filter's output to the scan below it
-/// (`columns[i]` is the scan column behind the filter's column `i`).
+/// Two value numbers as one group key.
+fn pack(first: u32, second: u32) -> u64 {
+    (u64::from(first) << 32) | u64::from(second)
+}
+
+fn unpack(key: u64) -> (u32, u32) {
+    ((key >> 32) as u32, (key & 0xFFFF_FFFF) as u32)
+}
+
+/// `expr` with its column references moved to the operator's input (`columns[i]` is the
+/// input column behind column `i`).
 fn in_scan_columns(
     expr: &Arc<dyn PhysicalExpr>,
     columns: &[usize],

@@ -11,8 +11,10 @@
 //! and hands rows of the table's own types upwards. The table's schema, as every interface
 //! shows it, does not change.
 //!
-//! The conditions stay in DataFusion's own filter above the scan too (the table reports
-//! them as inexact), which then sees only the rows kept here.
+//! Once the table knows which of its columns are read as dictionaries (the first scan reads
+//! the files' footers), it reports the conditions evaluated here as exact, so DataFusion
+//! drops its own filter above the scan; until then they stay in that filter too, which
+//! then sees only the rows kept here.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -21,7 +23,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, DictionaryArray, RecordBatch, new_null_array,
+    Array, ArrayRef, AsArray, BooleanArray, DictionaryArray, RecordBatch, RecordBatchOptions,
+    new_null_array,
 };
 use arrow::compute::{cast, filter_record_batch};
 use arrow::datatypes::{DataType, Int32Type, SchemaRef};
@@ -46,10 +49,10 @@ pub fn dictionary_type() -> DataType {
     DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
 }
 
-/// A condition on one column of the scan's output.
+/// A condition on one column of the scan.
 #[derive(Debug, Clone)]
 pub struct ColumnCondition {
-    /// The column's index in the scan's (and this operator's) output.
+    /// The column's index in the scan's output (this operator's input).
     pub column: usize,
     /// The condition, planned against a one-column schema of the table's own type.
     pub predicate: Arc<dyn PhysicalExpr>,
@@ -57,13 +60,31 @@ pub struct ColumnCondition {
     pub value_schema: SchemaRef,
 }
 
-/// Keeps the rows whose dictionary-encoded columns pass their conditions, and casts those
-/// columns back to the table's types (`output_schema`).
+impl fmt::Display for ColumnCondition {
+    /// As EXPLAIN shows it: the column's name, then the condition.
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        let column = self
+            .value_schema
+            .fields()
+            .first()
+            .map(|c| c.name().as_str());
+        write!(f, "{}: {}", column.unwrap_or("?"), self.predicate)
+    }
+}
+
+/// Keeps the rows whose dictionary-encoded columns pass their conditions, drops the columns
+/// read only for them, and casts the dictionary columns back to the table's types
+/// (`output_schema`).
 #[derive(Debug)]
 pub struct DictionaryScanExec {
     input: Arc<dyn ExecutionPlan>,
     conditions: Vec<ColumnCondition>,
     /// The input's schema with every dictionary column in the table's own type.
+    table_schema: SchemaRef,
+    /// The input columns handed upwards, in order (the others were read for a condition
+    /// the table reported as exact, which DataFusion then does not project).
+    output_columns: Vec<usize>,
+    /// `table_schema` projected to `output_columns`.
     output_schema: SchemaRef,
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
@@ -73,21 +94,25 @@ impl DictionaryScanExec {
     pub fn new(
         input: Arc<dyn ExecutionPlan>,
         conditions: Vec<ColumnCondition>,
-        output_schema: SchemaRef,
-    ) -> Self {
+        table_schema: SchemaRef,
+        output_columns: Vec<usize>,
+    ) -> Result<Self> {
+        let output_schema = Arc::new(table_schema.project(&output_columns)?);
         let properties = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(output_schema.clone()),
             input.output_partitioning().clone(),
             input.pipeline_behavior(),
             input.boundedness(),
         ));
-        DictionaryScanExec {
+        Ok(DictionaryScanExec {
             input,
             conditions,
+            table_schema,
+            output_columns,
             output_schema,
             properties,
             metrics: ExecutionPlanMetricsSet::new(),
-        }
+        })
     }
 }
 
@@ -101,28 +126,33 @@ impl DictionaryScanExec {
         &self.conditions
     }
 
-    /// The columns it casts from dictionaries to the table's types.
+    /// The input's columns in the table's types.
+    pub fn table_schema(&self) -> &SchemaRef {
+        &self.table_schema
+    }
+
+    /// The input column behind each output column.
+    pub fn output_columns(&self) -> &[usize] {
+        &self.output_columns
+    }
+
+    /// The output columns it casts from dictionaries to the table's types.
     pub fn dictionary_columns(&self) -> HashSet<usize> {
         let input = self.input.schema();
-        (0..self.output_schema.fields().len())
-            .filter(|i| input.field(*i).data_type() != self.output_schema.field(*i).data_type())
+        self.output_columns
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| {
+                input.field(**i).data_type() != self.table_schema.field(**i).data_type()
+            })
+            .map(|(output, _)| output)
             .collect()
     }
 }
 
 impl DisplayAs for DictionaryScanExec {
     fn fmt_as(&self, _: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        let conditions: Vec<String> = self
-            .conditions
-            .iter()
-            .map(|c| {
-                format!(
-                    "{}: {}",
-                    self.output_schema.field(c.column).name(),
-                    c.predicate
-                )
-            })
-            .collect();
+        let conditions: Vec<String> = self.conditions.iter().map(|c| c.to_string()).collect();
         write!(f, "DictionaryScanExec: [{}]", conditions.join(", "))
     }
 }
@@ -166,8 +196,9 @@ impl ExecutionPlan for DictionaryScanExec {
         Ok(Arc::new(DictionaryScanExec::new(
             only_child("DictionaryScanExec", children)?,
             self.conditions.clone(),
-            self.output_schema.clone(),
-        )))
+            self.table_schema.clone(),
+            self.output_columns.clone(),
+        )?))
     }
 
     #[allow(deprecated)]
@@ -189,6 +220,7 @@ impl ExecutionPlan for DictionaryScanExec {
         Ok(Box::pin(DictionaryScanStream {
             input: self.input.execute(partition, context)?,
             filter: BatchFilter::new(self.conditions.clone()),
+            output_columns: self.output_columns.clone(),
             output_schema: self.output_schema.clone(),
             metrics: BaselineMetrics::new(&self.metrics, partition),
         }))
@@ -276,6 +308,16 @@ impl<T: Copy> PerEntry<T> {
         }
         let null = self.entries.len() - 1;
         let keys = dictionary.keys();
+        if keys.null_count() == 0 {
+            // The common case, without a validity check per row; a negative key (invalid)
+            // becomes a huge index, which `min` sends to the null slot as below.
+            let entries = &self.entries;
+            return Ok(keys
+                .values()
+                .iter()
+                .map(|k| entries[(*k as usize).min(null)])
+                .collect());
+        }
         Ok((0..keys.len())
             .map(|row| {
                 let entry = if keys.is_null(row) {
@@ -380,7 +422,9 @@ pub fn to_table_types(
     } else {
         Arc::new(arrow::datatypes::Schema::new(fields))
     };
-    Ok(RecordBatch::try_new(target, arrays)?)
+    // The row count too: a scan may hand up no column at all (`count(*)` under a filter).
+    let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    Ok(RecordBatch::try_new_with_options(target, arrays, &options)?)
 }
 
 /// Which rows of `column` pass `condition`.
@@ -412,9 +456,11 @@ fn passing(condition: &ColumnCondition, values: ArrayRef) -> Result<Vec<bool>> {
         .map(|i| result.is_valid(i) && result.value(i))
         .collect())
 }
+
 struct DictionaryScanStream {
     input: SendableRecordBatchStream,
     filter: BatchFilter,
+    output_columns: Vec<usize>,
     output_schema: SchemaRef,
     metrics: BaselineMetrics,
 }
@@ -430,11 +476,12 @@ impl Stream for DictionaryScanStream {
                 other => return this.metrics.record_poll(other),
             };
             let timer = this.metrics.elapsed_compute().timer();
-            let schema = &this.output_schema;
-            let filtered = this
-                .filter
-                .filter(batch)
-                .and_then(|batch| batch.map(|b| to_table_types(&b, schema, None)).transpose());
+            let (columns, schema) = (&this.output_columns, &this.output_schema);
+            let filtered = this.filter.filter(batch).and_then(|batch| {
+                batch
+                    .map(|b| to_table_types(&b.project(columns)?, schema, None))
+                    .transpose()
+            });
             timer.done();
             match filtered {
                 Ok(None) => continue,

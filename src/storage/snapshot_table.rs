@@ -26,7 +26,7 @@ use arrow::datatypes::{DataType, Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::Session;
 use datafusion::common::config::TableParquetOptions;
-use datafusion::common::{DFSchema, Result};
+use datafusion::common::{DFSchema, Result, plan_err};
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::object_store::ObjectStoreUrl;
 use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
@@ -36,8 +36,12 @@ use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::table_schema::TableSchema;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::logical_expr::execution_props::ExecutionProps;
+use datafusion::logical_expr::expr_rewriter::unnormalize_col;
+use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_expr::create_physical_expr;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
@@ -140,9 +144,26 @@ impl TableProvider for SnapshotTable {
         &self,
         filters: &[&Expr],
     ) -> Result<Vec<TableProviderFilterPushDown>> {
-        // Inexact: DataFusion keeps the filter above the scan and pushes it into the Parquet
-        // source itself (pruning; row filtering when the session enables it).
-        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+        // Exact: the scan evaluates the filter on a dictionary column itself
+        // (`dictionary_scan`), so DataFusion need not check it again. That is known once the
+        // footers were read (by the snapshot's first scan of a string column); a snapshot's
+        // layouts never change once read, so `scan` sees what was decided here.
+        // Inexact otherwise: DataFusion keeps the filter above the scan and pushes it into
+        // the Parquet source itself (pruning; row filtering when the session enables it).
+        let props = ExecutionProps::new();
+        Ok(filters
+            .iter()
+            .map(|filter| match self.layouts.get() {
+                Some(layouts)
+                    if split_conjunction(filter)
+                        .iter()
+                        .all(|c| self.dictionary_condition(layouts, c, &props).is_some()) =>
+                {
+                    TableProviderFilterPushDown::Exact
+                }
+                _ => TableProviderFilterPushDown::Inexact,
+            })
+            .collect())
     }
 
     async fn scan(
@@ -213,7 +234,8 @@ impl SnapshotTable {
     /// those are read as dictionaries (so that a partial aggregation grouped by them can
     /// group by dictionary entry, `dictionary_aggregate`), the filters that test one of
     /// them each are evaluated on the dictionaries, and the scan hands the table's types
-    /// upwards (`DictionaryScanExec`). `None` when no projected column is of that kind.
+    /// upwards (`DictionaryScanExec`). `None` when no projected or filtered column is of
+    /// that kind.
     async fn dictionary_scan(
         &self,
         state: &dyn Session,
@@ -226,18 +248,53 @@ impl SnapshotTable {
             Some(p) => p.clone(),
             None => (0..self.schema.fields().len()).collect(),
         };
-        if !projected.iter().any(|i| is_string(*i)) {
+        let conjuncts: Vec<&Expr> = filters.iter().flat_map(split_conjunction).collect();
+        let filtered_string = conjuncts.iter().any(|c| {
+            c.column_refs()
+                .iter()
+                .any(|r| self.schema.index_of(&r.name).is_ok_and(is_string))
+        });
+        if !filtered_string && !projected.iter().any(|i| is_string(*i)) {
             return Ok(None);
         }
         let layouts = match self.layouts(state.runtime_env()).await {
             Ok(layouts) => layouts,
             Err(error) => {
-                // The ordinary scan will meet the same footer and report it.
+                // The ordinary scan will meet the same footer and report it. No filter was
+                // reported exact: that needs the layouts read.
                 tracing::debug!(%error, "reading the footers for a dictionary scan");
                 return Ok(None);
             }
         };
-        let dictionary_columns: HashSet<usize> = projected
+        // The conditions evaluated here, on the projected columns and on those read only
+        // for them (a filter reported exact is not projected by DataFusion), read after
+        // the projected ones.
+        let mut read = projected.clone();
+        let mut conditions = Vec::new();
+        for conjunct in conjuncts {
+            let Some(mut condition) =
+                self.dictionary_condition(&layouts, conjunct, state.execution_props())
+            else {
+                // One that plans without the query's properties (as `supports_filters_pushdown`
+                // plans it) may have been reported exact and dropped from DataFusion's filter.
+                if self
+                    .dictionary_condition(&layouts, conjunct, &ExecutionProps::new())
+                    .is_some()
+                {
+                    return plan_err!("the condition {conjunct} did not plan for the scan");
+                }
+                continue;
+            };
+            condition.column = match read.iter().position(|i| *i == condition.column) {
+                Some(position) => position,
+                None => {
+                    read.push(condition.column);
+                    read.len() - 1
+                }
+            };
+            conditions.push(condition);
+        }
+        let dictionary_columns: HashSet<usize> = read
             .iter()
             .copied()
             .filter(|i| {
@@ -248,36 +305,6 @@ impl SnapshotTable {
             .collect();
         if dictionary_columns.is_empty() {
             return Ok(None);
-        }
-        // Conditions on one dictionary column, the same whichever row they are evaluated on.
-        let single_column = |expr: &Expr| -> Option<usize> {
-            let refs = expr.column_refs();
-            let column = refs.iter().next().filter(|_| refs.len() == 1)?;
-            let index = self.schema.index_of(&column.name).ok()?;
-            (dictionary_columns.contains(&index) && !expr.is_volatile()).then_some(index)
-        };
-        let mut conditions = Vec::new();
-        for conjunct in filters.iter().flat_map(split_conjunction) {
-            let Some(index) = single_column(conjunct) else {
-                continue;
-            };
-            let Some(position) = projected.iter().position(|p| *p == index) else {
-                continue;
-            };
-            let field = self.schema.field(index);
-            // Nullable whatever the column: the condition is also evaluated on a null,
-            // the value of rows without one.
-            let value_schema = Arc::new(Schema::new(vec![field.clone().with_nullable(true)]));
-            let planned = DFSchema::try_from(value_schema.as_ref().clone())
-                .and_then(|df| state.create_physical_expr(conjunct.clone(), &df));
-            // A condition that does not plan here is left to DataFusion's filter above.
-            if let Ok(predicate) = planned {
-                conditions.push(ColumnCondition {
-                    column: position,
-                    predicate,
-                    value_schema,
-                });
-            }
         }
         // The scan, and each file, read those columns as dictionaries.
         let names: HashSet<&String> = dictionary_columns
@@ -301,14 +328,48 @@ impl SnapshotTable {
         let limit = if conditions.is_empty() { limit } else { None };
         let config = FileScanConfigBuilder::new(self.store_url.clone(), Arc::new(source))
             .with_file_groups(self.groups(state, files))
-            .with_projection_indices(Some(projected.clone()))?
+            .with_projection_indices(Some(read.clone()))?
             .with_limit(limit)
             .build();
         Ok(Some(Arc::new(DictionaryScanExec::new(
             DataSourceExec::from_data_source(config),
             conditions,
-            Arc::new(self.schema.project(&projected)?),
-        ))))
+            Arc::new(self.schema.project(&read)?),
+            (0..projected.len()).collect(),
+        )?)))
+    }
+
+    /// `conjunct` as this table's scan evaluates it on a dictionary column's entries: a
+    /// deterministic condition on one column that every file stores dictionary-encoded,
+    /// planned on that column alone (`column` is its index in the table). `None` for any
+    /// other conjunct, which DataFusion's filter above the scan evaluates.
+    fn dictionary_condition(
+        &self,
+        layouts: &FileLayouts,
+        conjunct: &Expr,
+        props: &ExecutionProps,
+    ) -> Option<ColumnCondition> {
+        let refs = conjunct.column_refs();
+        let column = refs.iter().next().filter(|_| refs.len() == 1)?;
+        let index = self.schema.index_of(&column.name).ok()?;
+        let field = self.schema.field(index);
+        if !layouts.dictionary_columns.contains(field.name()) || conjunct.is_volatile() {
+            return None;
+        }
+        // Nullable whatever the column: the condition is also evaluated on a null, the
+        // value of rows without one.
+        let value_schema = Arc::new(Schema::new(vec![field.clone().with_nullable(true)]));
+        let df = DFSchema::try_from(value_schema.as_ref().clone()).ok()?;
+        // Without the table's name: the optimizer asks `supports_filters_pushdown` with
+        // qualified columns, the physical planner hands `scan` unqualified ones.
+        let conjunct = &unnormalize_col(conjunct.clone());
+        let predicate =
+            create_physical_expr(conjunct, &df, props, &PhysicalPlanningContext::default()).ok()?;
+        Some(ColumnCondition {
+            column: index,
+            predicate,
+            value_schema,
+        })
     }
 
     /// The files' footers, read once per snapshot.
@@ -679,6 +740,29 @@ mod tests {
         SessionContext::new_with_state(builder.build())
     }
 
+    /// The same with every file in one partition, and DataFusion's two aggregation halves
+    /// left apart (DataFusion would merge them into one, which the hub's rule leaves alone),
+    /// so that one partial aggregation meets every file.
+    fn one_partition_context(dictionary_aggregation: bool) -> SessionContext {
+        use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
+        let mut rules: Vec<_> = PhysicalOptimizer::new()
+            .rules
+            .into_iter()
+            .filter(|rule| rule.name() != "CombinePartialFinalAggregate")
+            .collect();
+        if dictionary_aggregation {
+            rules.push(Arc::new(
+                super::super::dictionary_aggregate::DictionaryAggregation,
+            ));
+        }
+        let state = datafusion::execution::SessionStateBuilder::new()
+            .with_config(datafusion::prelude::SessionConfig::new().with_target_partitions(1))
+            .with_default_features()
+            .with_physical_optimizer_rules(rules)
+            .build();
+        SessionContext::new_with_state(state)
+    }
+
     async fn pretty(ctx: &SessionContext, sql: &str) -> String {
         let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
         arrow::util::pretty::pretty_format_batches(&batches)
@@ -707,8 +791,8 @@ mod tests {
             let plan = pretty(&with_rule, &format!("EXPLAIN {sql}")).await;
             assert!(plan.contains("DictionaryAggregateExec"), "{sql}\n{plan}");
         }
-        // With a filter, DataFusion's own filter sits between the scan and the partial
-        // aggregation (the table's filters are inexact): it is applied there too.
+        // With a filter on another column, DataFusion's own filter sits between the scan and
+        // the partial aggregation: it is applied there too.
         for sql in [
             "SELECT kind, count(*) AS n FROM t WHERE kind LIKE '%r%' AND id > 1 \
              GROUP BY kind ORDER BY kind",
@@ -748,5 +832,125 @@ mod tests {
         ctx.register_table("t", plain).unwrap();
         let plan = pretty(&ctx, "EXPLAIN SELECT kind, count(*) FROM t GROUP BY kind").await;
         assert!(!plan.contains("DictionaryAggregateExec"), "{plan}");
+    }
+
+    #[tokio::test]
+    async fn once_its_footers_are_read_the_table_evaluates_dictionary_conditions_exactly() {
+        use TableProviderFilterPushDown::{Exact, Inexact};
+        use datafusion::prelude::{col, lit, random};
+        let dir = tempfile::tempdir().unwrap();
+        let provider = kinds_table(dir.path(), true).await;
+        let on_kind = col("kind").like(lit("%rác%"));
+        // Before any scan the footers are unread: DataFusion keeps its own filter.
+        assert_eq!(
+            provider.supports_filters_pushdown(&[&on_kind]).unwrap(),
+            [Inexact]
+        );
+        rows(provider.clone(), "SELECT kind FROM t LIMIT 1").await;
+        let on_kind = col("kind").eq(lit("rác"));
+        let on_id = col("id").gt(lit(2));
+        let both = col("kind").eq(lit("khác")).and(col("unit").is_null());
+        let mixed = col("kind").eq(lit("khác")).and(col("id").gt(lit(2)));
+        let two_columns = col("kind").eq(col("unit"));
+        let volatile = col("kind").eq(lit("khác")).or(random().gt(lit(0.5)));
+        assert_eq!(
+            provider
+                .supports_filters_pushdown(&[
+                    &on_kind,
+                    &on_id,
+                    &both,
+                    &mixed,
+                    &two_columns,
+                    &volatile
+                ])
+                .unwrap(),
+            [Exact, Inexact, Exact, Inexact, Inexact, Inexact]
+        );
+        // Exact conditions leave DataFusion's filter out of the plan, and their columns
+        // out of its projection: the scan reads them itself and hands up only the others.
+        // Every answer is the one the plain-encoded table gives (DataFusion's own filter).
+        let plain_dir = tempfile::tempdir().unwrap();
+        let plain = kinds_table(plain_dir.path(), false).await;
+        let (with_rule, without) = (context(true), context(false));
+        with_rule.register_table("t", provider.clone()).unwrap();
+        without.register_table("t", plain).unwrap();
+        for sql in [
+            "SELECT id FROM t WHERE kind LIKE '%rác%' ORDER BY id",
+            "SELECT count(*) AS n FROM t WHERE kind IN ('khác', 'vỉa hè')",
+            "SELECT id FROM t WHERE kind IS NOT NULL AND unit = 'xã A' ORDER BY id",
+            "SELECT id FROM t WHERE kind LIKE '%rác%' ORDER BY id DESC LIMIT 2",
+            "SELECT unit, count(*) AS n FROM t WHERE kind LIKE '%rác%' GROUP BY unit ORDER BY unit",
+            "SELECT unit, sum(id) AS s FROM t WHERE kind <> 'rác' AND id > 2 \
+             GROUP BY unit ORDER BY unit",
+        ] {
+            let expected = pretty(&without, sql).await;
+            assert!(
+                expected.lines().count() > 4,
+                "{sql} selects some rows\n{expected}"
+            );
+            assert_eq!(pretty(&with_rule, sql).await, expected, "{sql}");
+            let plan = pretty(&with_rule, &format!("EXPLAIN {sql}")).await;
+            let physical = &plan[plan.find("physical_plan").unwrap()..];
+            // Grouped, the aggregation takes the scan's conditions (and the filter) over.
+            let evaluated_by = if sql.contains("GROUP BY") {
+                "DictionaryAggregateExec: gby=[unit]"
+            } else {
+                "DictionaryScanExec: ["
+            };
+            let line = physical
+                .lines()
+                .find(|l| l.contains(evaluated_by))
+                .unwrap_or_else(|| panic!("{sql}: no {evaluated_by}\n{plan}"));
+            assert!(line.contains("kind: "), "{sql}\n{plan}");
+            let filtered_by_datafusion =
+                physical.contains("FilterExec") || line.contains("filter=");
+            assert_eq!(
+                filtered_by_datafusion,
+                sql.contains("id > 2"),
+                "{sql}\n{plan}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn grouping_by_two_columns_with_many_value_pairs_gives_datafusion_s_answers() {
+        // A first file with few value pairs (grouped in a dense table), then one with
+        // 400 × 400 possible pairs (too many: the groups move to a hash table mid-scan).
+        let dir = tempfile::tempdir().unwrap();
+        let store = TableStore::new(dir.path());
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("a", DataType::Utf8, true),
+            Field::new("b", DataType::Utf8, true),
+        ]));
+        let mut table = store.open("t", &schema).await.unwrap();
+        let files: [Vec<i64>; 2] = [(0..10).collect(), (10..810).collect()];
+        for ids in files {
+            let a: Vec<Option<String>> = ids
+                .iter()
+                .map(|i| (i % 7 != 3).then(|| format!("a{}", i % 400)))
+                .collect();
+            let b: Vec<String> = ids.iter().map(|i| format!("b{}", (i * 7) % 400)).collect();
+            table = table
+                .write(vec![batch(vec![
+                    ("id", Arc::new(Int64Array::from(ids))),
+                    ("a", Arc::new(StringArray::from(a))),
+                    ("b", Arc::new(StringArray::from(b))),
+                ])])
+                .with_save_mode(SaveMode::Append)
+                .await
+                .unwrap();
+        }
+        let provider = store.provider("t", &table).await.unwrap();
+        let (with_rule, without) = (one_partition_context(true), one_partition_context(false));
+        for ctx in [&with_rule, &without] {
+            ctx.register_table("t", provider.clone()).unwrap();
+        }
+        let sql = "SELECT a, b, count(*) AS n, sum(id) AS s FROM t GROUP BY a, b ORDER BY a, b";
+        let expected = pretty(&without, sql).await;
+        assert!(expected.lines().count() > 400, "{expected}");
+        assert_eq!(pretty(&with_rule, sql).await, expected);
+        let plan = pretty(&with_rule, &format!("EXPLAIN {sql}")).await;
+        assert!(plan.contains("DictionaryAggregateExec"), "{plan}");
     }
 }
